@@ -1,0 +1,1 @@
+//! Benchmark peers and tools; see benches/README.md.

@@ -1,0 +1,14 @@
+//! Pure pricing domain logic shared by the edge server and the control plane.
+//!
+//! Nothing in this crate does I/O. Money is an integer count of minor units plus an
+//! ISO 4217 currency ([`money`]); prices are addressed by [`key::PriceKey`] with `*`
+//! fallback on store, channel and segment; [`entry::PriceEntry`] is what a snapshot
+//! holds for one key.
+
+pub mod entry;
+pub mod key;
+pub mod money;
+
+pub use entry::{EntryError, PriceEntry, PromotionTag};
+pub use key::{Dimension, KeyError, PriceKey, Sku, ANY};
+pub use money::{Currency, Money, MoneyError};
