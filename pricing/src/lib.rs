@@ -6,9 +6,14 @@
 //! holds for one key.
 
 pub mod entry;
+pub mod guardrail;
 pub mod key;
 pub mod money;
 
 pub use entry::{EntryError, PriceEntry, PromotionTag};
+pub use guardrail::{
+    floor_for, guard, Discount, Floor, GuardedPrice, GuardrailError, GuardrailPolicy,
+    PromotionVerdict, Rule, SkuEconomics,
+};
 pub use key::{Dimension, KeyError, PriceKey, Sku, ANY};
 pub use money::{Currency, Money, MoneyError};
