@@ -1,1 +1,135 @@
-fn main() {}
+//! `edgeprice`: the one binary.
+//!
+//! - `edgeprice up [--demo]`: everything on one machine (today: the edge server with
+//!   embedded storage; `--demo` loads a generated catalog).
+//! - `edgeprice server`: an edge price server.
+//! - `edgeprice snapshot generate|inspect`: synthetic snapshots and their contents.
+
+mod config;
+mod edge;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use edgeprice_pricing::Currency;
+use edgeprice_schemas::codec;
+use edgeprice_server::synth::{self, SynthSpec};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgeprice",
+    version,
+    about = "Real-time retail prices at the edge"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything on this machine, with embedded storage.
+    Up(edge::UpArgs),
+    /// Run an edge price server.
+    Server(edge::ServerArgs),
+    /// Work with snapshot files.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Write a synthetic snapshot (realistic prices, variants and promotions).
+    Generate(GenerateArgs),
+    /// Print what a snapshot file holds.
+    Inspect {
+        /// The snapshot file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct GenerateArgs {
+    /// Number of SKUs.
+    #[arg(long, default_value_t = 10_000)]
+    skus: usize,
+    /// Stores with their own prices.
+    #[arg(long, default_value_t = 4)]
+    stores: usize,
+    /// Channels per store (web, app, pos, marketplace, …).
+    #[arg(long, default_value_t = 2)]
+    channels: usize,
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Random seed (the same seed gives the same snapshot).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Snapshot version to stamp.
+    #[arg(long, default_value_t = 1)]
+    version: u64,
+    /// ISO 4217 currency of the prices.
+    #[arg(long, default_value = "EUR")]
+    currency: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Up(args) => edge::up(args),
+        Command::Server(args) => edge::server(args),
+        Command::Snapshot(SnapshotCommand::Generate(args)) => generate(args),
+        Command::Snapshot(SnapshotCommand::Inspect { file }) => inspect(&file),
+    }
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let spec = SynthSpec {
+        skus: args.skus,
+        stores: args.stores,
+        channels: args.channels,
+        seed: args.seed,
+        version: args.version,
+        now_ms: edgeprice_server::store::now_ms(),
+        currency: Currency::parse(&args.currency)?,
+    };
+    let data = synth::generate(&spec);
+    let encoded = codec::encode_snapshot(&data);
+    std::fs::write(&args.out, &encoded)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "wrote {} entries ({} SKUs, version {}) to {} ({} bytes)",
+        data.entries.len(),
+        args.skus,
+        data.version,
+        args.out.display(),
+        encoded.len()
+    );
+    Ok(())
+}
+
+fn inspect(file: &PathBuf) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let data =
+        codec::decode_snapshot(&bytes).with_context(|| format!("decoding {}", file.display()))?;
+    let skus: std::collections::BTreeSet<_> =
+        data.entries.iter().map(|e| e.key.sku.as_str()).collect();
+    let promotions = data
+        .entries
+        .iter()
+        .filter(|e| e.promotion.is_some())
+        .count();
+    println!("version:      {}", data.version);
+    println!("created_at:   {} (Unix ms)", data.created_at_ms);
+    println!("entries:      {}", data.entries.len());
+    println!("skus:         {}", skus.len());
+    println!("promoted:     {promotions} entries");
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Edge server configuration: a TOML file says what to do, flags and environment
+//! variables (`EDGEPRICE_*`) say how to run and override the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The edge server's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Address to serve on.
+    pub listen: SocketAddr,
+    /// Serving threads (one runtime and one listener each); 0 = one per core.
+    pub workers: usize,
+    /// Where the edge persists the last snapshot it applied; it restarts from there.
+    pub data_dir: Option<PathBuf>,
+    /// Snapshot file to load at start (if newer than the persisted one) and on SIGHUP.
+    pub snapshot: Option<PathBuf>,
+    /// Bearer token for the admin routes (snapshot upload, delta); unset disables them.
+    pub admin_token: Option<String>,
+    /// Most SKUs in one batch request.
+    pub batch_limit: usize,
+    /// Largest snapshot or delta upload, in bytes.
+    pub max_upload_bytes: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            workers: 0,
+            data_dir: None,
+            snapshot: None,
+            admin_token: None,
+            batch_limit: 100,
+            max_upload_bytes: 1 << 30,
+        }
+    }
+}
+
+impl EdgeConfig {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<EdgeConfig> {
+        let Some(path) = path else {
+            return Ok(EdgeConfig::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    /// Checks what can be checked without starting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.batch_limit >= 1, "batch_limit must be at least 1");
+        anyhow::ensure!(
+            self.max_upload_bytes >= 1024,
+            "max_upload_bytes must be at least 1024"
+        );
+        if let Some(token) = &self.admin_token {
+            anyhow::ensure!(
+                token.len() >= 16,
+                "admin_token must be at least 16 characters"
+            );
+        }
+        if let Some(snapshot) = &self.snapshot {
+            anyhow::ensure!(
+                snapshot.is_file(),
+                "snapshot file {} does not exist",
+                snapshot.display()
+            );
+        }
+        Ok(())
+    }
+
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_and_defaults() {
+        let config: EdgeConfig =
+            toml::from_str("listen = \"0.0.0.0:9000\"\nbatch_limit = 50\n").unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.batch_limit, 50);
+        assert_eq!(config.workers, 0);
+        assert!(
+            toml::from_str::<EdgeConfig>("lisen = \"x\"").is_err(),
+            "typos are errors"
+        );
+    }
+
+    #[test]
+    fn validation_rejects_weak_tokens() {
+        let config = EdgeConfig {
+            admin_token: Some("short".into()),
+            ..EdgeConfig::default()
+        };
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! `edgeprice server` and `edgeprice up`: running an edge.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use edgeprice_pricing::Currency;
+use edgeprice_server::metrics::Metrics;
+use edgeprice_server::store::now_ms;
+use edgeprice_server::synth::{self, SynthSpec};
+use edgeprice_server::{http, Api, ApiConfig, SnapshotStore, Update};
+use tracing::{error, info, warn};
+
+use crate::config::EdgeConfig;
+
+/// Flags of `edgeprice server`; each overrides the config file.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// TOML config file (see `EdgeConfig`).
+    #[arg(long, env = "EDGEPRICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to serve on [default: 127.0.0.1:8080].
+    #[arg(long, env = "EDGEPRICE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Serving threads; 0 = one per core.
+    #[arg(long, env = "EDGEPRICE_WORKERS")]
+    workers: Option<usize>,
+    /// Directory where the last applied snapshot is persisted.
+    #[arg(long, env = "EDGEPRICE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Snapshot file to load at start (when newer than the persisted one) and on SIGHUP.
+    #[arg(long, env = "EDGEPRICE_SNAPSHOT")]
+    snapshot: Option<PathBuf>,
+    /// Bearer token for the admin routes (at least 16 characters).
+    #[arg(long, env = "EDGEPRICE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Most SKUs in one batch request.
+    #[arg(long, env = "EDGEPRICE_BATCH_LIMIT")]
+    batch_limit: Option<usize>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Flags of `edgeprice up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Load a generated demo catalog (10,000 SKUs, 4 stores, 3 channels, promotions)
+    /// when the data directory holds no snapshot yet.
+    #[arg(long)]
+    demo: bool,
+    /// Where state is kept between runs.
+    #[arg(long, env = "EDGEPRICE_DATA_DIR", default_value = "edgeprice-data")]
+    data_dir: PathBuf,
+    /// Address of the edge.
+    #[arg(long, env = "EDGEPRICE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Admin bearer token; by default one is generated into DATA_DIR/admin.token.
+    #[arg(long, env = "EDGEPRICE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+}
+
+pub fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let mut config = EdgeConfig::load(args.config.as_deref())?;
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.workers {
+        config.workers = v;
+    }
+    if args.data_dir.is_some() {
+        config.data_dir = args.data_dir;
+    }
+    if args.snapshot.is_some() {
+        config.snapshot = args.snapshot;
+    }
+    if args.admin_token.is_some() {
+        config.admin_token = args.admin_token;
+    }
+    if let Some(v) = args.batch_limit {
+        config.batch_limit = v;
+    }
+    config.validate()?;
+    if args.check_config {
+        println!("configuration is valid: {config:?}");
+        return Ok(());
+    }
+    run_edge(config, None)
+}
+
+pub fn up(args: UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let admin_token = match args.admin_token {
+        Some(token) => token,
+        None => admin_token_file(&args.data_dir)?,
+    };
+    let config = EdgeConfig {
+        listen: args.listen,
+        data_dir: Some(args.data_dir.join("edge")),
+        admin_token: Some(admin_token),
+        ..EdgeConfig::default()
+    };
+    config.validate()?;
+    let demo = args.demo.then(|| SynthSpec {
+        skus: 10_000,
+        stores: 4,
+        channels: 3,
+        seed: 2026,
+        version: 1,
+        now_ms: now_ms(),
+        currency: Currency::EUR,
+    });
+    run_edge(config, demo)
+}
+
+/// Reads DATA_DIR/admin.token, creating it (mode 0600) on first use.
+fn admin_token_file(data_dir: &Path) -> anyhow::Result<String> {
+    use rand::Rng;
+    let path = data_dir.join("admin.token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    let token: String = rand::thread_rng()
+        .sample_iter(rand::distributions::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect();
+    std::fs::write(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    info!(path = %path.display(), "generated an admin token");
+    Ok(token)
+}
+
+fn load_snapshot_file(store: &SnapshotStore, path: &Path, force: bool) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading snapshot {}", path.display()))?;
+    let applied = store
+        .update_blocking(Update::Full {
+            encoded: Bytes::from(bytes),
+            force,
+        })
+        .with_context(|| format!("loading snapshot {}", path.display()))?;
+    info!(path = %path.display(), version = applied.version, entries = applied.entries, apply_ms = applied.apply_us / 1000, "snapshot file loaded");
+    Ok(())
+}
+
+fn run_edge(config: EdgeConfig, demo: Option<SynthSpec>) -> anyhow::Result<()> {
+    let store = Arc::new(SnapshotStore::open(config.data_dir.clone())?);
+    let current = store.load().as_ref().map(|s| s.version());
+    if let Some(path) = &config.snapshot {
+        match load_snapshot_file(&store, path, false) {
+            Ok(()) => {}
+            // An older file than the persisted state is expected after a restart.
+            Err(err) if current.is_some() => {
+                warn!(error = %format!("{err:#}"), "keeping the persisted snapshot")
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    if let (Some(spec), false) = (&demo, store.is_ready()) {
+        let data = synth::generate(spec);
+        let applied = store.update_blocking(Update::FullData { data, force: false })?;
+        info!(entries = applied.entries, "loaded the demo catalog");
+    }
+    if !store.is_ready() {
+        warn!("no snapshot loaded yet: /readyz answers 503 until one is uploaded to /v1/admin/snapshot");
+    }
+    let workers = config.worker_count();
+    let metrics = Arc::new(Metrics::new(workers));
+    let api = Arc::new(Api::new(
+        Arc::clone(&store),
+        metrics,
+        ApiConfig {
+            batch_limit: config.batch_limit,
+            admin_token: config.admin_token.clone(),
+            max_upload_bytes: config.max_upload_bytes,
+        },
+    ));
+    let handle = http::serve(config.listen, workers, api)?;
+    let addr = handle.local_addr();
+    info!(%addr, workers, "edge serving");
+    if demo.is_some() {
+        println!("edgeprice is up on http://{addr}");
+        println!("  curl 'http://{addr}/v1/prices/SKU-0000042?store=store-1&channel=web'");
+        println!("  curl 'http://{addr}/v1/prices?skus=SKU-0000001,SKU-0000002,SKU-0000003'");
+        println!("  curl http://{addr}/metrics");
+        println!("(the control plane that moves prices is not built yet; this serves a generated catalog)");
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => match &config.snapshot {
+                    Some(path) => {
+                        let (store, path) = (Arc::clone(&store), path.clone());
+                        // Reading and decoding a large file blocks: keep it off this loop.
+                        let result = tokio::task::spawn_blocking(move || load_snapshot_file(&store, &path, true)).await;
+                        match result {
+                            Ok(Ok(())) => {}
+                            Ok(Err(err)) => error!(error = %format!("{err:#}"), "SIGHUP reload failed; still serving the previous snapshot"),
+                            Err(err) => error!(error = %err, "SIGHUP reload task failed"),
+                        }
+                    }
+                    None => warn!("SIGHUP ignored: no --snapshot file configured"),
+                },
+                _ = terminate.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    info!("shutting down");
+    handle.shutdown();
+    Ok(())
+}

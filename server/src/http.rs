@@ -1,0 +1,252 @@
+//! The hyper/epoll transport: the portable default.
+//!
+//! Thread per core: each worker thread runs its own current-thread tokio runtime and
+//! accepts on its own `SO_REUSEPORT` listener bound to the same address, so the kernel
+//! spreads connections and no request ever crosses threads. HTTP/1.1 with keep-alive,
+//! `TCP_NODELAY`. All request → response logic lives in [`crate::api`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::Service;
+use hyper_util::rt::TokioIo;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::api::{self, Api, Response, Routed};
+use crate::metrics;
+
+type HttpResponse = hyper::Response<Full<Bytes>>;
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    workers_jh: Vec<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets in-flight connections drop, and waits for the workers.
+    pub fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        for worker in self.workers_jh {
+            let _ = worker.join();
+        }
+    }
+
+    /// Waits until the workers exit (they run until shutdown).
+    pub fn join(self) {
+        for worker in self.workers_jh {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding {addr}"))?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// Starts `workers` serving threads on `addr`.
+pub fn serve(addr: SocketAddr, workers: usize, api: Arc<Api>) -> anyhow::Result<ServerHandle> {
+    let workers = workers.max(1);
+    // Bind the first listener to learn the port when `addr` has port 0.
+    let first = bind(addr)?;
+    let local_addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind(local_addr)?);
+    }
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut workers_jh = Vec::with_capacity(workers);
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let api = Arc::clone(&api);
+        let shutdown_rx = shutdown_rx.clone();
+        let jh = std::thread::Builder::new()
+            .name(format!("edge-worker-{index}"))
+            .spawn(move || {
+                metrics::register_worker(index);
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                runtime.block_on(accept_loop(listener, api, shutdown_rx));
+            })?;
+        workers_jh.push(jh);
+    }
+    Ok(ServerHandle {
+        local_addr,
+        shutdown_tx,
+        workers_jh,
+    })
+}
+
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    api: Arc<Api>,
+    mut shutdown_rx: watch::Receiver<bool>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(err) => {
+            warn!(error = %err, "cannot register listener");
+            return;
+        }
+    };
+    let mut http = http1::Builder::new();
+    http.keep_alive(true).max_buf_size(64 * 1024);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    warn!(error = %err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = shutdown_rx.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = EdgeService {
+            api: Arc::clone(&api),
+        };
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let mut conn_shutdown_rx = shutdown_rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                result = connection => if let Err(err) = result {
+                    debug!(%peer, error = %err, "connection ended with an error");
+                },
+                _ = conn_shutdown_rx.changed() => {}
+            }
+        });
+    }
+}
+
+#[derive(Clone)]
+struct EdgeService {
+    api: Arc<Api>,
+}
+
+/// Reads answer synchronously; only admin uploads need to await.
+enum ResponseFuture {
+    Ready(Option<HttpResponse>),
+    Admin(Pin<Box<dyn Future<Output = HttpResponse> + Send>>),
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<HttpResponse, std::convert::Infallible>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            ResponseFuture::Ready(response) => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+            ResponseFuture::Admin(future) => future.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+impl Service<hyper::Request<Incoming>> for EdgeService {
+    type Response = HttpResponse;
+    type Error = std::convert::Infallible;
+    type Future = ResponseFuture;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        let headers = req.headers();
+        let view = api::Request {
+            method: match *req.method() {
+                hyper::Method::GET => api::Method::Get,
+                hyper::Method::HEAD => api::Method::Head,
+                hyper::Method::POST => api::Method::Post,
+                _ => api::Method::Other,
+            },
+            path: req.uri().path(),
+            query: req.uri().query(),
+            accept: headers.get(header::ACCEPT).map(|v| v.as_bytes()),
+            if_none_match: headers.get(header::IF_NONE_MATCH).map(|v| v.as_bytes()),
+            authorization: headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+        };
+        match self.api.route(&view) {
+            Routed::Done(response) => ResponseFuture::Ready(Some(to_hyper(response))),
+            Routed::NeedsBody(call) => {
+                let api = Arc::clone(&self.api);
+                let limit = api.body_limit();
+                ResponseFuture::Admin(Box::pin(async move {
+                    let body = match Limited::new(req.into_body(), limit).collect().await {
+                        Ok(collected) => collected.to_bytes(),
+                        Err(err) => {
+                            let response = if err
+                                .downcast_ref::<http_body_util::LengthLimitError>()
+                                .is_some()
+                            {
+                                Response::error(
+                                    413,
+                                    "body_too_large",
+                                    &format!("uploads are limited to {limit} bytes"),
+                                )
+                            } else {
+                                Response::error(
+                                    400,
+                                    "body_read_failed",
+                                    &format!("could not read the request body: {err}"),
+                                )
+                            };
+                            return to_hyper(response);
+                        }
+                    };
+                    to_hyper(api.admin(call, body).await)
+                }))
+            }
+        }
+    }
+}
+
+fn to_hyper(response: Response) -> HttpResponse {
+    let mut out = hyper::Response::new(Full::new(Bytes::from(response.body)));
+    *out.status_mut() = hyper::StatusCode::from_u16(response.status)
+        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = out.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(response.content_type),
+    );
+    if let Some(etag) = response.etag {
+        if let Ok(value) = HeaderValue::from_bytes(&etag) {
+            headers.insert(header::ETAG, value);
+        }
+    }
+    if let Some(allow) = response.allow {
+        headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    if response.authenticate {
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    out
+}

@@ -1,0 +1,555 @@
+//! The snapshot store: the one `ArcSwap` the read path loads from, and the writer
+//! thread that is the only thing ever storing into it.
+//!
+//! Request threads call [`SnapshotStore::load`] (an arc-swap guard: no lock, no
+//! allocation, no refcount traffic in the common case) and answer a whole request from
+//! that one version. Every update — a full snapshot, a delta, a reload — is sent to the
+//! writer thread, which decodes it, builds the next version, persists it (durable before
+//! the update is acknowledged), and swaps it in.
+//!
+//! Old versions are dropped on the writer thread, never on a request thread: a replaced
+//! version goes to a retire list and is released only when the writer holds its last
+//! reference (arc-swap turns outstanding guards into real references when it swaps, so
+//! `strong_count == 1` really means no request can still be reading it). Versions share
+//! most of their memory, so a drop frees only what the delta replaced.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwapOption, Guard};
+use bytes::Bytes;
+use edgeprice_schemas::codec::{self, DecodeError, DeltaData, SnapshotData};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use crate::persist::{Persistence, Recovered};
+use crate::snapshot::{Snapshot, SnapshotError};
+
+/// How often the writer releases retired versions when idle.
+const RECLAIM_INTERVAL: Duration = Duration::from_millis(50);
+
+/// An update to the table.
+#[derive(Debug)]
+pub enum Update {
+    /// An encoded full snapshot. Refused unless its version is newer than the current
+    /// one, or `force` is set (an operator rolling back).
+    Full { encoded: Bytes, force: bool },
+    /// An encoded delta.
+    Delta { encoded: Bytes },
+    /// A decoded full snapshot (in-process publishers).
+    FullData { data: SnapshotData, force: bool },
+    /// A decoded delta (in-process publishers).
+    DeltaData { data: DeltaData },
+}
+
+/// What an applied update produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub version: u64,
+    pub entries: usize,
+    /// Decode, build and swap, in microseconds.
+    pub apply_us: u64,
+    /// Making it durable, in microseconds (0 without a data directory).
+    pub persist_us: u64,
+}
+
+/// Why an update was refused. Nothing is swapped in when an update fails.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("cannot decode the update: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("{0}")]
+    Snapshot(#[from] SnapshotError),
+    #[error("snapshot version {offered} is not newer than the current version {current}")]
+    Stale { offered: u64, current: u64 },
+    #[error("no snapshot is loaded yet; send a full snapshot first")]
+    NoBase,
+    #[error("could not persist the update: {0}")]
+    Persist(#[from] std::io::Error),
+    #[error("the snapshot writer has stopped")]
+    Stopped,
+}
+
+impl UpdateError {
+    /// The version the edge is at, for errors a publisher resolves by resyncing.
+    pub fn current_version(&self) -> Option<u64> {
+        match self {
+            UpdateError::Snapshot(SnapshotError::VersionConflict { current, .. }) => Some(*current),
+            UpdateError::Stale { current, .. } => Some(*current),
+            _ => None,
+        }
+    }
+}
+
+struct Command {
+    update: Update,
+    reply_tx: oneshot::Sender<Result<Applied, UpdateError>>,
+}
+
+struct Shared {
+    current: ArcSwapOption<Snapshot>,
+    /// When the current version was swapped in at this edge (Unix ms).
+    applied_at_ms: AtomicI64,
+    updates_applied: AtomicU64,
+    updates_failed: AtomicU64,
+}
+
+/// Counters about updates, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct UpdateStats {
+    pub applied_at_ms: i64,
+    pub applied: u64,
+    pub failed: u64,
+}
+
+/// The current price table and the way to replace it.
+pub struct SnapshotStore {
+    shared: Arc<Shared>,
+    commands_tx: mpsc::Sender<Command>,
+    data_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SnapshotStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotStore")
+            .field("version", &self.load().as_ref().map(|s| s.version()))
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+impl SnapshotStore {
+    /// Opens the store. With a data directory, the last persisted state is recovered
+    /// (before this returns) and every later update is persisted before it is
+    /// acknowledged.
+    pub fn open(data_dir: Option<PathBuf>) -> anyhow::Result<SnapshotStore> {
+        let shared = Arc::new(Shared {
+            current: ArcSwapOption::empty(),
+            applied_at_ms: AtomicI64::new(0),
+            updates_applied: AtomicU64::new(0),
+            updates_failed: AtomicU64::new(0),
+        });
+        let mut persistence = match &data_dir {
+            Some(dir) => Some(Persistence::open(dir)?),
+            None => None,
+        };
+        if let Some(p) = &mut persistence {
+            if let Some(Recovered { snapshot, deltas }) = p.recover()? {
+                let started = Instant::now();
+                let mut table = Snapshot::build(snapshot)?;
+                for delta in deltas {
+                    table = table.apply(delta)?;
+                }
+                p.start_log(table.version())?;
+                info!(
+                    version = table.version(),
+                    entries = table.entry_count(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "serving recovered snapshot"
+                );
+                shared.current.store(Some(Arc::new(table)));
+                shared.applied_at_ms.store(now_ms(), Ordering::Relaxed);
+            }
+        }
+        let (commands_tx, commands_rx) = mpsc::channel();
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            persistence,
+            retired: Vec::new(),
+            compaction: None,
+        };
+        thread::Builder::new()
+            .name("snapshot-writer".into())
+            .spawn(move || writer.run(commands_rx))?;
+        Ok(SnapshotStore {
+            shared,
+            commands_tx,
+            data_dir,
+        })
+    }
+
+    /// The current version, for one request. Hold it for the whole request so every
+    /// part of the answer comes from the same version.
+    #[inline]
+    pub fn load(&self) -> Guard<Option<Arc<Snapshot>>> {
+        self.shared.current.load()
+    }
+
+    /// Whether a snapshot is loaded (readiness).
+    pub fn is_ready(&self) -> bool {
+        self.shared.current.load().is_some()
+    }
+
+    pub fn stats(&self) -> UpdateStats {
+        UpdateStats {
+            applied_at_ms: self.shared.applied_at_ms.load(Ordering::Relaxed),
+            applied: self.shared.updates_applied.load(Ordering::Relaxed),
+            failed: self.shared.updates_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends an update to the writer; resolves once it is applied and durable, or
+    /// refused. Runtime-agnostic: works from any executor.
+    pub async fn update(&self, update: Update) -> Result<Applied, UpdateError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.commands_tx
+            .send(Command { update, reply_tx })
+            .map_err(|_| UpdateError::Stopped)?;
+        reply_rx.await.map_err(|_| UpdateError::Stopped)?
+    }
+
+    /// [`Self::update`] for threads outside any async runtime.
+    pub fn update_blocking(&self, update: Update) -> Result<Applied, UpdateError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.commands_tx
+            .send(Command { update, reply_tx })
+            .map_err(|_| UpdateError::Stopped)?;
+        reply_rx.blocking_recv().map_err(|_| UpdateError::Stopped)?
+    }
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    persistence: Option<Persistence>,
+    /// Replaced versions waiting for their last reader.
+    retired: Vec<Arc<Snapshot>>,
+    /// A compaction in progress: its version and where its result arrives.
+    compaction: Option<(u64, mpsc::Receiver<std::io::Result<()>>)>,
+}
+
+impl Writer {
+    fn run(mut self, commands_rx: mpsc::Receiver<Command>) {
+        loop {
+            match commands_rx.recv_timeout(RECLAIM_INTERVAL) {
+                Ok(Command { update, reply_tx }) => {
+                    let result = self.apply(update);
+                    let counter = if result.is_ok() {
+                        &self.shared.updates_applied
+                    } else {
+                        &self.shared.updates_failed
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    if let Err(err) = &result {
+                        warn!(error = %err, "snapshot update refused");
+                    }
+                    // The caller may have gone away (client disconnect); the update stands.
+                    let _ = reply_tx.send(result);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.reclaim();
+            self.finish_compaction();
+        }
+        // Let the last compaction land so restarts do not replay a huge log.
+        if let Some((_, done_rx)) = self.compaction.take() {
+            let _ = done_rx.recv();
+        }
+    }
+
+    fn apply(&mut self, update: Update) -> Result<Applied, UpdateError> {
+        let started = Instant::now();
+        let current = self.shared.current.load_full();
+        let current_version = current.as_ref().map(|s| s.version());
+        match update {
+            Update::Full { encoded, force } => {
+                let data = codec::decode_snapshot(&encoded)?;
+                self.apply_full(data, force, current_version, started, Some(encoded))
+            }
+            Update::FullData { data, force } => {
+                self.apply_full(data, force, current_version, started, None)
+            }
+            Update::Delta { encoded } => {
+                let data = codec::decode_delta(&encoded)?;
+                self.apply_delta(current, data, started, Some(encoded))
+            }
+            Update::DeltaData { data } => self.apply_delta(current, data, started, None),
+        }
+    }
+
+    fn apply_full(
+        &mut self,
+        data: SnapshotData,
+        force: bool,
+        current_version: Option<u64>,
+        started: Instant,
+        encoded: Option<Bytes>,
+    ) -> Result<Applied, UpdateError> {
+        if let Some(current) = current_version {
+            if data.version <= current && !force {
+                return Err(UpdateError::Stale {
+                    offered: data.version,
+                    current,
+                });
+            }
+        }
+        let version = data.version;
+        let encoded = match (&self.persistence, encoded) {
+            (Some(_), None) => Some(Bytes::from(codec::encode_snapshot(&data))),
+            (_, encoded) => encoded,
+        };
+        let table = Snapshot::build(data)?;
+        let built_us = started.elapsed().as_micros() as u64;
+        let persist_started = Instant::now();
+        if let (Some(p), Some(encoded)) = (&mut self.persistence, &encoded) {
+            // A full snapshot supersedes any compaction in flight.
+            self.compaction = None;
+            p.write_snapshot(version, encoded)?;
+        }
+        let persist_us = persist_started.elapsed().as_micros() as u64;
+        let swap_started = Instant::now();
+        let entries = table.entry_count();
+        self.swap(table);
+        info!(version, entries, "full snapshot applied");
+        Ok(Applied {
+            version,
+            entries,
+            apply_us: built_us + swap_started.elapsed().as_micros() as u64,
+            persist_us,
+        })
+    }
+
+    fn apply_delta(
+        &mut self,
+        current: Option<Arc<Snapshot>>,
+        data: DeltaData,
+        started: Instant,
+        encoded: Option<Bytes>,
+    ) -> Result<Applied, UpdateError> {
+        let current = current.ok_or(UpdateError::NoBase)?;
+        let encoded = match (&self.persistence, encoded) {
+            (Some(_), None) => Some(Bytes::from(codec::encode_delta(&data))),
+            (_, encoded) => encoded,
+        };
+        let table = current.apply(data)?;
+        let built_us = started.elapsed().as_micros() as u64;
+        let persist_started = Instant::now();
+        if let (Some(p), Some(encoded)) = (&mut self.persistence, &encoded) {
+            p.append_delta(encoded)?;
+        }
+        let persist_us = persist_started.elapsed().as_micros() as u64;
+        let swap_started = Instant::now();
+        let (version, entries) = (table.version(), table.entry_count());
+        self.swap(table);
+        let apply_us = built_us + swap_started.elapsed().as_micros() as u64;
+        self.maybe_compact();
+        Ok(Applied {
+            version,
+            entries,
+            apply_us,
+            persist_us,
+        })
+    }
+
+    fn swap(&mut self, table: Snapshot) {
+        if let Some(old) = self.shared.current.swap(Some(Arc::new(table))) {
+            self.retired.push(old);
+        }
+        self.shared.applied_at_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Drops retired versions nobody reads any more — here, not on a request thread.
+    fn reclaim(&mut self) {
+        self.retired
+            .retain(|snapshot| Arc::strong_count(snapshot) > 1);
+    }
+
+    fn maybe_compact(&mut self) {
+        let Some(p) = &mut self.persistence else {
+            return;
+        };
+        if self.compaction.is_some() || !p.wants_compaction() {
+            return;
+        }
+        let Some(snapshot) = self.shared.current.load_full() else {
+            return;
+        };
+        let version = snapshot.version();
+        if let Err(err) = p.start_log(version) {
+            error!(error = %err, "cannot start a new delta log; compaction postponed");
+            return;
+        }
+        let dir = p.dir().to_owned();
+        let (done_tx, done_rx) = mpsc::channel();
+        let spawned = thread::Builder::new()
+            .name("snapshot-compact".into())
+            .spawn(move || {
+                let encoded = codec::encode_snapshot_parts(
+                    snapshot.version(),
+                    snapshot.created_at_ms(),
+                    snapshot.entries().collect::<Vec<_>>().iter(),
+                );
+                let _ = done_tx.send(Persistence::write_compacted(&dir, version, &encoded));
+            });
+        match spawned {
+            Ok(_) => self.compaction = Some((version, done_rx)),
+            Err(err) => error!(error = %err, "cannot start compaction"),
+        }
+    }
+
+    fn finish_compaction(&mut self) {
+        let Some((version, done_rx)) = &self.compaction else {
+            return;
+        };
+        let result = match done_rx.try_recv() {
+            Ok(result) => result,
+            Err(mpsc::TryRecvError::Empty) => return,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                Err(std::io::Error::other("compaction thread died"))
+            }
+        };
+        let version = *version;
+        self.compaction = None;
+        match result.and_then(|()| {
+            self.persistence
+                .as_ref()
+                .expect("compaction implies persistence")
+                .remove_older_than(version)
+        }) {
+            Ok(()) => info!(version, "delta log compacted into a snapshot"),
+            Err(err) => {
+                error!(version, error = %err, "compaction failed; the previous snapshot and logs are kept")
+            }
+        }
+    }
+}
+
+/// Wall-clock time as Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgeprice_pricing::{Currency, PriceEntry, PriceKey, Sku};
+
+    fn entry(sku: &str, price: i64) -> PriceEntry {
+        PriceEntry {
+            key: PriceKey::chain_wide(Sku::new(sku).unwrap()),
+            currency: Currency::EUR,
+            list_price_minor: price,
+            price_minor: price,
+            floor_minor: 0,
+            promotion: None,
+            valid_from_ms: None,
+            valid_until_ms: None,
+            revision: 1,
+        }
+    }
+
+    fn full(version: u64, price: i64) -> Update {
+        Update::FullData {
+            data: SnapshotData {
+                version,
+                created_at_ms: 0,
+                entries: vec![entry("A", price)],
+            },
+            force: false,
+        }
+    }
+
+    fn delta(base: u64, price: i64) -> Update {
+        Update::DeltaData {
+            data: DeltaData {
+                base_version: base,
+                version: base + 1,
+                created_at_ms: 0,
+                upserts: vec![entry("A", price)],
+                removals: vec![],
+            },
+        }
+    }
+
+    fn price(store: &SnapshotStore) -> i64 {
+        let guard = store.load();
+        let s = guard.as_ref().unwrap();
+        s.resolve("A", s.query(None, None, None), 0)
+            .unwrap()
+            .variant
+            .entry
+            .price_minor
+    }
+
+    #[test]
+    fn updates_apply_in_order_and_stale_ones_are_refused() {
+        let store = SnapshotStore::open(None).unwrap();
+        assert!(!store.is_ready());
+        assert!(matches!(
+            store.update_blocking(delta(1, 5)),
+            Err(UpdateError::NoBase)
+        ));
+        store.update_blocking(full(1, 10)).unwrap();
+        assert!(store.is_ready());
+        let applied = store.update_blocking(delta(1, 11)).unwrap();
+        assert_eq!(applied.version, 2);
+        assert_eq!(price(&store), 11);
+        let err = store.update_blocking(delta(1, 12)).unwrap_err();
+        assert_eq!(err.current_version(), Some(2));
+        assert!(matches!(
+            store.update_blocking(full(2, 99)),
+            Err(UpdateError::Stale {
+                offered: 2,
+                current: 2
+            })
+        ));
+        assert_eq!(price(&store), 11, "refused updates change nothing");
+        let forced = Update::FullData {
+            data: SnapshotData {
+                version: 1,
+                created_at_ms: 0,
+                entries: vec![entry("A", 1)],
+            },
+            force: true,
+        };
+        store.update_blocking(forced).unwrap();
+        assert_eq!(price(&store), 1);
+        assert_eq!(store.stats().applied, 3);
+        assert_eq!(store.stats().failed, 3);
+    }
+
+    #[test]
+    fn restart_serves_the_last_applied_version() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SnapshotStore::open(Some(dir.path().into())).unwrap();
+            store.update_blocking(full(1, 10)).unwrap();
+            store.update_blocking(delta(1, 11)).unwrap();
+            store.update_blocking(delta(2, 12)).unwrap();
+        }
+        let store = SnapshotStore::open(Some(dir.path().into())).unwrap();
+        assert_eq!(store.load().as_ref().unwrap().version(), 3);
+        assert_eq!(price(&store), 12);
+        // And it keeps accepting the chain where it left off.
+        store.update_blocking(delta(3, 13)).unwrap();
+        drop(store);
+        let store = SnapshotStore::open(Some(dir.path().into())).unwrap();
+        assert_eq!(price(&store), 13);
+    }
+
+    #[test]
+    fn retired_versions_are_released_once_readers_are_done() {
+        let store = SnapshotStore::open(None).unwrap();
+        store.update_blocking(full(1, 10)).unwrap();
+        let reader = store.load();
+        let old = Arc::clone(reader.as_ref().unwrap());
+        let weak = Arc::downgrade(&old);
+        drop(old);
+        store.update_blocking(delta(1, 11)).unwrap();
+        // The reader still sees version 1, consistently.
+        assert_eq!(reader.as_ref().unwrap().version(), 1);
+        drop(reader);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while weak.upgrade().is_some() {
+            assert!(Instant::now() < deadline, "retired version never released");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
