@@ -9,6 +9,7 @@ pub mod entry;
 pub mod guardrail;
 pub mod key;
 pub mod money;
+pub mod promo;
 
 pub use entry::{EntryError, PriceEntry, PromotionTag};
 pub use guardrail::{

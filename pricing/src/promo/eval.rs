@@ -1,0 +1,1248 @@
+//! Evaluating a cart against a [`PromotionSet`]: the semantics are described in the
+//! module docs of [`crate::promo`]; this file implements them.
+
+use chrono::{Datelike, TimeZone, Timelike, Utc, Weekday};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::key::{Dimension, Sku};
+use crate::money::{round_div, Currency, Money};
+
+use super::model::{
+    normalize_coupon_code, Level, Promotion, Rule, RuleKind, FULL_BASIS_POINTS, MINUTES_PER_DAY,
+};
+use super::policy::GroupMode;
+use super::set::PromotionSet;
+use super::spread::spread_capped;
+
+/// Most lines in one cart.
+pub const MAX_LINES: usize = 1_000;
+/// Most units on one line.
+pub const MAX_QUANTITY: u32 = 100_000;
+/// Largest unit price (list, current or floor) accepted, in minor units.
+pub const MAX_UNIT_PRICE_MINOR: i64 = 1_000_000_000_000;
+
+/// One cart line as the edge knows it from its snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartLine {
+    pub sku: Sku,
+    pub quantity: u32,
+    /// The regular (strikethrough) unit price.
+    pub unit_list_price_minor: i64,
+    /// The unit price from the snapshot, before cart promotions.
+    pub unit_price_minor: i64,
+    /// No unit may be sold below this on average over the line.
+    pub unit_floor_minor: i64,
+    /// Category for category-targeted promotions.
+    #[serde(default)]
+    pub category: Option<String>,
+}
+
+/// A coupon code presented with the cart, and its current redemption counts (from the
+/// checkout saga's store; zero when unknown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CouponInput {
+    pub code: String,
+    /// Redemptions of this code so far (checked against single-use codes).
+    #[serde(default)]
+    pub code_redemptions: u64,
+    /// Redemptions of the code's promotion so far, over all codes and customers.
+    #[serde(default)]
+    pub promotion_redemptions: u64,
+    /// Redemptions of the code's promotion by this customer so far.
+    #[serde(default)]
+    pub customer_redemptions: u64,
+}
+
+impl CouponInput {
+    /// A code with no redemptions recorded.
+    pub fn new(code: &str) -> CouponInput {
+        CouponInput {
+            code: code.to_owned(),
+            code_redemptions: 0,
+            promotion_redemptions: 0,
+            customer_redemptions: 0,
+        }
+    }
+}
+
+/// Who is buying, where, when, with which codes.
+#[derive(Debug, Clone)]
+pub struct CartContext {
+    /// The cart's currency; promotions in other currencies do not apply.
+    pub currency: Currency,
+    pub store: Dimension,
+    pub channel: Dimension,
+    /// The customer's segment, `*` when none.
+    pub segment: Dimension,
+    pub customer_id: Option<String>,
+    pub coupons: Vec<CouponInput>,
+    /// Evaluation time, Unix milliseconds.
+    pub now_ms: i64,
+    /// The store's time zone, for recurring windows.
+    pub time_zone: Tz,
+    /// Shipping fee before free-shipping promotions, minor units.
+    pub shipping_fee_minor: i64,
+}
+
+impl CartContext {
+    /// A context with every dimension `*`, no customer, no coupons and no shipping fee.
+    pub fn new(currency: Currency, now_ms: i64, time_zone: Tz) -> CartContext {
+        CartContext {
+            currency,
+            store: Dimension::any(),
+            channel: Dimension::any(),
+            segment: Dimension::any(),
+            customer_id: None,
+            coupons: Vec::new(),
+            now_ms,
+            time_zone,
+            shipping_fee_minor: 0,
+        }
+    }
+}
+
+/// Why a cart could not be evaluated. All are caller errors (HTTP 400); retrying the
+/// same request does not help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    #[error("the cart has no lines")]
+    EmptyCart,
+    #[error("the cart has {0} lines; the limit is {MAX_LINES}")]
+    TooManyLines(usize),
+    #[error("line {sku}: quantity {quantity} is outside 1..={MAX_QUANTITY}")]
+    Quantity { sku: Sku, quantity: u32 },
+    #[error("line {sku}: {field} {value} is outside 0..={MAX_UNIT_PRICE_MINOR}")]
+    Price {
+        sku: Sku,
+        field: &'static str,
+        value: i64,
+    },
+    #[error("line {sku}: unit price {price} is below its floor {floor}")]
+    PriceBelowFloor { sku: Sku, price: i64, floor: i64 },
+    #[error("SKU {0} appears on several lines with different prices or categories")]
+    ConflictingLines(Sku),
+    #[error("shipping fee {0} is outside 0..={MAX_UNIT_PRICE_MINOR}")]
+    Shipping(i64),
+    #[error("amount overflow")]
+    Overflow,
+}
+
+/// One discount on one line, and the promotion that gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineDiscount {
+    pub promotion_id: String,
+    pub kind: RuleKind,
+    pub level: Level,
+    /// The discount granted on the whole line, minor units (positive).
+    pub amount_minor: i64,
+    /// What the rule asked for, when the floor clamp cut it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clamped_from_minor: Option<i64>,
+}
+
+/// A priced line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricedLine {
+    pub sku: Sku,
+    pub quantity: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    pub unit_list_price_minor: i64,
+    pub unit_price_minor: i64,
+    pub unit_floor_minor: i64,
+    /// `quantity × unit_price_minor`.
+    pub subtotal_minor: i64,
+    /// In the order they were applied.
+    pub discounts: Vec<LineDiscount>,
+    pub discount_minor: i64,
+    /// `subtotal_minor − discount_minor`; never below `quantity × unit_floor_minor`.
+    pub total_minor: i64,
+    /// Whether the floor clamp cut a discount on this line.
+    pub clamped: bool,
+}
+
+/// A promotion that gave something, with the total it gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedPromotion {
+    pub id: String,
+    pub label: String,
+    pub kind: RuleKind,
+    pub level: Level,
+    pub amount_minor: i64,
+    /// The coupon code that unlocked it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupon_code: Option<String>,
+}
+
+/// What happened to a presented coupon code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CouponStatus {
+    /// Its promotion discounted the cart.
+    Applied,
+    /// Valid, but its promotion did not apply (conditions, threshold or stacking).
+    NotApplicable,
+    /// No promotion has this code.
+    Unknown,
+    /// A single-use code that was already redeemed.
+    AlreadyRedeemed,
+    /// The promotion's total redemption limit is reached.
+    TotalLimitReached,
+    /// This customer's redemption limit is reached.
+    CustomerLimitReached,
+    /// The code has a per-customer limit and the cart has no customer id.
+    CustomerRequired,
+    /// Another code for the same promotion was already presented.
+    SamePromotion,
+}
+
+/// A presented coupon code and its fate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CouponOutcome {
+    /// Normalised (upper case) when well formed, as presented otherwise.
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion_id: Option<String>,
+    pub status: CouponStatus,
+}
+
+/// A discount the floor clamp cut.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clamp {
+    pub promotion_id: String,
+    /// The line, for item-level discounts; `None` for a cart-level discount that the
+    /// lines together could not absorb.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<Sku>,
+    pub requested_minor: i64,
+    pub granted_minor: i64,
+}
+
+/// Cart totals, minor units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Totals {
+    /// Σ quantity × unit list price.
+    pub list_minor: i64,
+    /// Σ quantity × unit price, before promotions.
+    pub subtotal_minor: i64,
+    pub item_discount_minor: i64,
+    pub cart_discount_minor: i64,
+    /// `item_discount_minor + cart_discount_minor` = Σ line discounts.
+    pub discount_minor: i64,
+    /// `subtotal_minor − discount_minor` = Σ line totals.
+    pub merchandise_minor: i64,
+    pub shipping_fee_minor: i64,
+    pub shipping_discount_minor: i64,
+    /// `shipping_fee_minor − shipping_discount_minor`.
+    pub shipping_minor: i64,
+    /// `merchandise_minor + shipping_minor`; never negative.
+    pub total_minor: i64,
+}
+
+/// The result of evaluating a cart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub currency: Currency,
+    pub promotions_version: u64,
+    pub policy_version: u32,
+    /// In canonical order: by SKU, one line per SKU.
+    pub lines: Vec<PricedLine>,
+    pub totals: Totals,
+    /// The free-shipping promotion that waived shipping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_promotion_id: Option<String>,
+    /// In the order they were applied.
+    pub applied: Vec<AppliedPromotion>,
+    /// Presented codes, sorted.
+    pub coupons: Vec<CouponOutcome>,
+    pub clamps: Vec<Clamp>,
+    /// One sentence per decision, in the order they were taken.
+    pub explanation: Vec<String>,
+}
+
+/// A line during evaluation.
+#[derive(Debug)]
+struct LineState {
+    sku: Sku,
+    quantity: u32,
+    category: Option<String>,
+    unit_list: i64,
+    unit_price: i64,
+    unit_floor: i64,
+    subtotal: i64,
+    floor_total: i64,
+    /// Line total after the discounts applied so far.
+    current: i64,
+    /// An exclusive promotion discounted this line: nothing else may.
+    locked: bool,
+    clamped: bool,
+    discounts: Vec<LineDiscount>,
+}
+
+impl LineState {
+    fn headroom(&self) -> i64 {
+        (self.current - self.floor_total).max(0)
+    }
+}
+
+fn check_price(sku: &Sku, field: &'static str, value: i64) -> Result<(), EvalError> {
+    if !(0..=MAX_UNIT_PRICE_MINOR).contains(&value) {
+        return Err(EvalError::Price {
+            sku: sku.clone(),
+            field,
+            value,
+        });
+    }
+    Ok(())
+}
+
+/// Validates the lines and puts them in canonical order: sorted by SKU, lines with the
+/// same SKU merged (they must agree on prices and category).
+fn canonical_lines(input: &[CartLine]) -> Result<Vec<LineState>, EvalError> {
+    if input.is_empty() {
+        return Err(EvalError::EmptyCart);
+    }
+    if input.len() > MAX_LINES {
+        return Err(EvalError::TooManyLines(input.len()));
+    }
+    let mut sorted: Vec<&CartLine> = input.iter().collect();
+    sorted.sort_by(|a, b| a.sku.cmp(&b.sku));
+    let mut lines: Vec<LineState> = Vec::with_capacity(sorted.len());
+    for line in sorted {
+        check_price(
+            &line.sku,
+            "unit_list_price_minor",
+            line.unit_list_price_minor,
+        )?;
+        check_price(&line.sku, "unit_price_minor", line.unit_price_minor)?;
+        check_price(&line.sku, "unit_floor_minor", line.unit_floor_minor)?;
+        if line.unit_price_minor < line.unit_floor_minor {
+            return Err(EvalError::PriceBelowFloor {
+                sku: line.sku.clone(),
+                price: line.unit_price_minor,
+                floor: line.unit_floor_minor,
+            });
+        }
+        if line.quantity == 0 || line.quantity > MAX_QUANTITY {
+            return Err(EvalError::Quantity {
+                sku: line.sku.clone(),
+                quantity: line.quantity,
+            });
+        }
+        if let Some(previous) = lines.last_mut().filter(|l| l.sku == line.sku) {
+            let same = previous.unit_list == line.unit_list_price_minor
+                && previous.unit_price == line.unit_price_minor
+                && previous.unit_floor == line.unit_floor_minor
+                && previous.category == line.category;
+            if !same {
+                return Err(EvalError::ConflictingLines(line.sku.clone()));
+            }
+            previous.quantity += line.quantity;
+            if previous.quantity > MAX_QUANTITY {
+                return Err(EvalError::Quantity {
+                    sku: line.sku.clone(),
+                    quantity: previous.quantity,
+                });
+            }
+            previous.subtotal = line.unit_price_minor * previous.quantity as i64;
+            previous.floor_total = line.unit_floor_minor * previous.quantity as i64;
+            previous.current = previous.subtotal;
+            continue;
+        }
+        // Bounded by MAX_UNIT_PRICE_MINOR × MAX_QUANTITY = 10^17: no overflow.
+        let subtotal = line.unit_price_minor * line.quantity as i64;
+        lines.push(LineState {
+            sku: line.sku.clone(),
+            quantity: line.quantity,
+            category: line.category.clone(),
+            unit_list: line.unit_list_price_minor,
+            unit_price: line.unit_price_minor,
+            unit_floor: line.unit_floor_minor,
+            subtotal,
+            floor_total: line.unit_floor_minor * line.quantity as i64,
+            current: subtotal,
+            locked: false,
+            clamped: false,
+            discounts: Vec::new(),
+        });
+    }
+    Ok(lines)
+}
+
+/// Local weekday and minute of the day in the store's time zone.
+fn local_time(now_ms: i64, time_zone: Tz) -> Option<(Weekday, u16)> {
+    let utc = Utc.timestamp_millis_opt(now_ms).single()?;
+    let local = utc.with_timezone(&time_zone);
+    let minute = (local.hour() * 60 + local.minute()) as u16;
+    debug_assert!(minute < MINUTES_PER_DAY);
+    Some((local.weekday(), minute))
+}
+
+fn dimension_allowed(allowed: &[String], value: &Dimension) -> bool {
+    allowed.is_empty() || (!value.is_any() && allowed.iter().any(|a| a == value.as_str()))
+}
+
+fn conditions_hold(
+    promotion: &Promotion,
+    ctx: &CartContext,
+    local: Option<(Weekday, u16)>,
+) -> bool {
+    if promotion.currency.is_some_and(|c| c != ctx.currency) {
+        return false;
+    }
+    let conditions = &promotion.conditions;
+    if !dimension_allowed(&conditions.stores, &ctx.store)
+        || !dimension_allowed(&conditions.channels, &ctx.channel)
+        || !dimension_allowed(&conditions.segments, &ctx.segment)
+    {
+        return false;
+    }
+    if conditions.members_only && ctx.customer_id.is_none() {
+        return false;
+    }
+    if conditions
+        .starts_at_ms
+        .is_some_and(|start| ctx.now_ms < start)
+        || conditions.ends_at_ms.is_some_and(|end| ctx.now_ms >= end)
+    {
+        return false;
+    }
+    if !conditions.recurring.is_empty() {
+        let Some((day, minute)) = local else {
+            return false;
+        };
+        let open = conditions.recurring.iter().any(|window| {
+            window.days.contains(&day)
+                && window.start_minute <= minute
+                && minute < window.end_minute
+        });
+        if !open {
+            return false;
+        }
+    }
+    true
+}
+
+/// Checks presented codes against the set and the redemption counts. Returns the
+/// promotions unlocked (rank, normalised code), sorted by rank, and every outcome so far.
+fn check_coupons(
+    set: &PromotionSet,
+    ctx: &CartContext,
+) -> (Vec<(u32, String)>, Vec<CouponOutcome>) {
+    let mut presented: Vec<(String, &CouponInput)> = ctx
+        .coupons
+        .iter()
+        .map(|c| {
+            (
+                normalize_coupon_code(&c.code).unwrap_or_else(|| c.code.clone()),
+                c,
+            )
+        })
+        .collect();
+    // Canonical order; a code presented twice counts once (the first in sort order).
+    presented.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.code.cmp(&b.1.code)));
+    presented.dedup_by(|a, b| a.0 == b.0);
+
+    let mut unlocked: Vec<(u32, String)> = Vec::new();
+    let mut outcomes = Vec::with_capacity(presented.len());
+    for (code, input) in presented {
+        let Some(rank) = set.rank_for_code(&code) else {
+            outcomes.push(CouponOutcome {
+                code,
+                promotion_id: None,
+                status: CouponStatus::Unknown,
+            });
+            continue;
+        };
+        let promotion = &set.promotions[rank as usize].definition;
+        let status = match &promotion.coupon {
+            Some(rule) if rule.single_use && input.code_redemptions > 0 => {
+                Some(CouponStatus::AlreadyRedeemed)
+            }
+            Some(rule)
+                if rule
+                    .total_limit
+                    .is_some_and(|l| input.promotion_redemptions >= l) =>
+            {
+                Some(CouponStatus::TotalLimitReached)
+            }
+            Some(rule) if rule.per_customer_limit.is_some() && ctx.customer_id.is_none() => {
+                Some(CouponStatus::CustomerRequired)
+            }
+            Some(rule)
+                if rule
+                    .per_customer_limit
+                    .is_some_and(|l| input.customer_redemptions >= l) =>
+            {
+                Some(CouponStatus::CustomerLimitReached)
+            }
+            _ if unlocked.iter().any(|(r, _)| *r == rank) => Some(CouponStatus::SamePromotion),
+            _ => None,
+        };
+        match status {
+            Some(status) => outcomes.push(CouponOutcome {
+                code,
+                promotion_id: Some(promotion.id.clone()),
+                status,
+            }),
+            None => unlocked.push((rank, code)),
+        }
+    }
+    unlocked.sort_unstable();
+    (unlocked, outcomes)
+}
+
+/// What one promotion would do now, before it is committed.
+struct Plan {
+    /// Granted discount per line (after the floor clamp).
+    granted: Vec<i64>,
+    /// Requested discount per line (item level), or zero (cart level).
+    requested: Vec<i64>,
+    /// Cart level: the discount asked for before spreading.
+    cart_requested: i64,
+    /// Cart level: the subtotal the threshold was checked on.
+    base: i64,
+    total: i64,
+}
+
+struct Engine<'a> {
+    set: &'a PromotionSet,
+    currency: Currency,
+    lines: Vec<LineState>,
+    /// Line totals after item-level promotions: the threshold base of cart promotions.
+    after_items: Vec<i64>,
+    /// Ranks applied so far, for exclusions.
+    applied_ranks: Vec<u32>,
+    /// Lines taken in each best/first group: (group, line taken).
+    claims: Vec<(u32, Vec<bool>)>,
+    unlocked: &'a [(u32, String)],
+    applied: Vec<AppliedPromotion>,
+    clamps: Vec<Clamp>,
+    explanation: Vec<String>,
+}
+
+impl<'a> Engine<'a> {
+    fn money(&self, minor: i64) -> Money {
+        Money::new(minor, self.currency)
+    }
+
+    fn definition(&self, rank: u32) -> &'a Promotion {
+        &self.set.promotions[rank as usize].definition
+    }
+
+    fn name(&self, rank: u32) -> String {
+        let p = self.definition(rank);
+        format!("{} [{}, {}]", p.label, p.id, p.rule.kind())
+    }
+
+    fn claimed(&self, group: u32) -> Option<&Vec<bool>> {
+        self.claims
+            .iter()
+            .find(|(g, _)| *g == group)
+            .map(|(_, c)| c)
+    }
+
+    /// The promotion applied so far that excludes `rank`, if any.
+    fn excluded_by(&self, rank: u32) -> Option<u32> {
+        let never_with = &self.set.promotions[rank as usize].never_with;
+        if never_with.is_empty() {
+            return None;
+        }
+        self.applied_ranks
+            .iter()
+            .copied()
+            .find(|r| never_with.binary_search(r).is_ok())
+    }
+
+    /// Lines the promotion may touch now.
+    fn eligible(&self, rank: u32, claim_group: Option<u32>) -> Vec<bool> {
+        let compiled = &self.set.promotions[rank as usize];
+        let claimed = claim_group.and_then(|g| self.claimed(g));
+        self.lines
+            .iter()
+            .enumerate()
+            .map(|(index, line)| {
+                let untouched_if_exclusive =
+                    !compiled.definition.stacking.exclusive || line.discounts.is_empty();
+                !line.locked
+                    && !claimed.is_some_and(|c| c[index])
+                    && untouched_if_exclusive
+                    && compiled.targets(&line.sku, line.category.as_deref())
+            })
+            .collect()
+    }
+
+    fn plan(&self, rank: u32, claim_group: Option<u32>) -> Option<Plan> {
+        let eligible = self.eligible(rank, claim_group);
+        if !eligible.iter().any(|e| *e) {
+            return None;
+        }
+        let rule = &self.definition(rank).rule;
+        match rule.level() {
+            Level::Item => {
+                let requested = item_discounts(rule, &self.lines, &eligible);
+                let granted: Vec<i64> = requested
+                    .iter()
+                    .zip(&self.lines)
+                    .map(|(r, line)| (*r).min(line.headroom()))
+                    .collect();
+                let total = granted.iter().sum();
+                Some(Plan {
+                    granted,
+                    requested,
+                    cart_requested: 0,
+                    base: 0,
+                    total,
+                })
+            }
+            Level::Cart => {
+                let base: i64 = self
+                    .after_items
+                    .iter()
+                    .zip(&eligible)
+                    .filter(|(_, e)| **e)
+                    .map(|(t, _)| *t)
+                    .sum();
+                let current: i64 = self
+                    .lines
+                    .iter()
+                    .zip(&eligible)
+                    .filter(|(_, e)| **e)
+                    .map(|(l, _)| l.current)
+                    .sum();
+                let (threshold, wanted) = match rule {
+                    Rule::CartAmountOff {
+                        threshold_minor,
+                        amount_minor,
+                    } => (*threshold_minor, (*amount_minor).min(current)),
+                    Rule::CartPercentOff {
+                        threshold_minor,
+                        basis_points,
+                    } => (*threshold_minor, percent_of(current, *basis_points)),
+                    _ => return None,
+                };
+                let wanted = if base >= threshold { wanted } else { 0 };
+                let weights: Vec<i64> = self
+                    .lines
+                    .iter()
+                    .zip(&eligible)
+                    .map(|(l, e)| if *e { l.current } else { 0 })
+                    .collect();
+                let caps: Vec<i64> = self.lines.iter().map(LineState::headroom).collect();
+                let granted = spread_capped(wanted, &weights, &caps);
+                let total = granted.iter().sum();
+                Some(Plan {
+                    granted,
+                    requested: vec![0; self.lines.len()],
+                    cart_requested: wanted,
+                    base,
+                    total,
+                })
+            }
+            Level::Shipping => None,
+        }
+    }
+
+    /// Plans and commits one promotion. Returns whether it gave anything.
+    fn try_apply(&mut self, rank: u32, claim_group: Option<u32>) -> bool {
+        if let Some(other) = self.excluded_by(rank) {
+            let line = format!(
+                "{} not applied: never combined with {}",
+                self.name(rank),
+                self.name(other)
+            );
+            self.explanation.push(line);
+            return false;
+        }
+        let Some(plan) = self.plan(rank, claim_group) else {
+            return false;
+        };
+        self.commit(rank, claim_group, plan)
+    }
+
+    fn commit(&mut self, rank: u32, claim_group: Option<u32>, plan: Plan) -> bool {
+        let definition = self.definition(rank);
+        let kind = definition.rule.kind();
+        let level = definition.rule.level();
+        if level == Level::Cart {
+            if plan.cart_requested == 0 {
+                if let Rule::CartAmountOff {
+                    threshold_minor, ..
+                }
+                | Rule::CartPercentOff {
+                    threshold_minor, ..
+                } = definition.rule
+                {
+                    if plan.base < threshold_minor {
+                        let line = format!(
+                            "cart: {} not applied: subtotal after item discounts {} is under its threshold {}",
+                            self.name(rank),
+                            self.money(plan.base),
+                            self.money(threshold_minor)
+                        );
+                        self.explanation.push(line);
+                    }
+                }
+                return false;
+            }
+            if plan.total < plan.cart_requested {
+                self.clamps.push(Clamp {
+                    promotion_id: definition.id.clone(),
+                    sku: None,
+                    requested_minor: plan.cart_requested,
+                    granted_minor: plan.total,
+                });
+                let line = format!(
+                    "cart: {} cut from {} to {}: the lines cannot go below their floors",
+                    self.name(rank),
+                    self.money(plan.cart_requested),
+                    self.money(plan.total)
+                );
+                self.explanation.push(line);
+            }
+        }
+        for index in 0..self.lines.len() {
+            let (requested, granted) = (plan.requested[index], plan.granted[index]);
+            if level == Level::Item && requested > granted {
+                let line = &self.lines[index];
+                self.clamps.push(Clamp {
+                    promotion_id: definition.id.clone(),
+                    sku: Some(line.sku.clone()),
+                    requested_minor: requested,
+                    granted_minor: granted,
+                });
+                let sentence = format!(
+                    "{}: {} cut from {} to {}: the line may not go below its floor {} ({} × {})",
+                    line.sku,
+                    self.name(rank),
+                    self.money(requested),
+                    self.money(granted),
+                    self.money(line.floor_total),
+                    self.money(line.unit_floor),
+                    line.quantity
+                );
+                self.explanation.push(sentence);
+                self.lines[index].clamped = true;
+            }
+        }
+        if plan.total == 0 {
+            return false;
+        }
+        let exclusive = definition.stacking.exclusive;
+        let mut touched = 0usize;
+        for index in 0..self.lines.len() {
+            let granted = plan.granted[index];
+            if granted == 0 {
+                continue;
+            }
+            touched += 1;
+            let requested = plan.requested[index];
+            let line = &mut self.lines[index];
+            line.current -= granted;
+            debug_assert!(line.current >= line.floor_total);
+            line.locked |= exclusive;
+            line.discounts.push(LineDiscount {
+                promotion_id: definition.id.clone(),
+                kind,
+                level,
+                amount_minor: granted,
+                clamped_from_minor: (requested > granted).then_some(requested),
+            });
+            if level == Level::Item {
+                let sentence = format!(
+                    "{} × {}: -{} {}",
+                    self.lines[index].sku,
+                    self.lines[index].quantity,
+                    self.money(granted),
+                    self.name(rank)
+                );
+                self.explanation.push(sentence);
+            }
+            if let Some(group) = claim_group {
+                let line_count = self.lines.len();
+                let claims = match self.claims.iter().position(|(g, _)| *g == group) {
+                    Some(position) => &mut self.claims[position].1,
+                    None => {
+                        self.claims.push((group, vec![false; line_count]));
+                        &mut self.claims.last_mut().expect("just pushed").1
+                    }
+                };
+                claims[index] = true;
+            }
+        }
+        if level == Level::Cart {
+            let sentence = format!(
+                "cart: -{} {} on a subtotal after item discounts of {}, spread over {} line(s)",
+                self.money(plan.total),
+                self.name(rank),
+                self.money(plan.base),
+                touched
+            );
+            self.explanation.push(sentence);
+        }
+        if exclusive {
+            let sentence = format!(
+                "{} is exclusive: no other promotion touches its line(s)",
+                self.name(rank)
+            );
+            self.explanation.push(sentence);
+        }
+        self.applied_ranks.push(rank);
+        self.applied.push(AppliedPromotion {
+            id: definition.id.clone(),
+            label: definition.label.clone(),
+            kind,
+            level,
+            amount_minor: plan.total,
+            coupon_code: self.coupon_code(rank),
+        });
+        true
+    }
+
+    fn coupon_code(&self, rank: u32) -> Option<String> {
+        self.unlocked
+            .binary_search_by(|(r, _)| r.cmp(&rank))
+            .ok()
+            .map(|i| self.unlocked[i].1.clone())
+    }
+
+    /// Applies the candidates of one level (sorted by rank), a stacking group at a time.
+    fn run_level(&mut self, candidates: &[u32]) {
+        let mut done = vec![false; candidates.len()];
+        for start in 0..candidates.len() {
+            if done[start] {
+                continue;
+            }
+            let rank = candidates[start];
+            let Some(group) = self.set.promotions[rank as usize].group else {
+                done[start] = true;
+                self.try_apply(rank, None);
+                continue;
+            };
+            // The whole group is resolved at the place of its first member.
+            let mut members = Vec::new();
+            for (index, &other) in candidates.iter().enumerate().skip(start) {
+                if self.set.promotions[other as usize].group == Some(group) {
+                    done[index] = true;
+                    members.push(other);
+                }
+            }
+            let (name, mode) = &self.set.groups[group as usize];
+            match mode {
+                GroupMode::All => {
+                    for member in members {
+                        self.try_apply(member, None);
+                    }
+                }
+                GroupMode::FirstByPriority => {
+                    for member in members {
+                        self.try_apply(member, Some(group));
+                    }
+                }
+                GroupMode::BestForCustomer => {
+                    let mut ranked: Vec<(i64, u32)> = members
+                        .iter()
+                        .map(|&member| {
+                            let alone = if self.excluded_by(member).is_some() {
+                                0
+                            } else {
+                                self.plan(member, Some(group)).map_or(0, |p| p.total)
+                            };
+                            (alone, member)
+                        })
+                        .collect();
+                    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                    if ranked.len() > 1 && ranked[0].0 > 0 {
+                        let sentence = format!(
+                            "group {name} (best for the customer): {} gives the most, {}",
+                            self.name(ranked[0].1),
+                            self.money(ranked[0].0)
+                        );
+                        self.explanation.push(sentence);
+                    }
+                    for (_, member) in ranked {
+                        self.try_apply(member, Some(group));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waives shipping with the first free-shipping promotion (by precedence) whose
+    /// threshold the merchandise total after all discounts reaches.
+    fn shipping(&mut self, candidates: &[u32], fee: i64) -> Option<u32> {
+        if fee == 0 {
+            return None;
+        }
+        for &rank in candidates {
+            let definition = self.definition(rank);
+            let Rule::FreeShipping { threshold_minor } = definition.rule else {
+                continue;
+            };
+            let compiled = &self.set.promotions[rank as usize];
+            let base: i64 = self
+                .lines
+                .iter()
+                .filter(|l| compiled.targets(&l.sku, l.category.as_deref()))
+                .map(|l| l.current)
+                .sum();
+            if base < threshold_minor {
+                let sentence = format!(
+                    "shipping: {} not applied: merchandise total after discounts {} is under its threshold {}",
+                    self.name(rank),
+                    self.money(base),
+                    self.money(threshold_minor)
+                );
+                self.explanation.push(sentence);
+                continue;
+            }
+            if let Some(other) = self.excluded_by(rank) {
+                let sentence = format!(
+                    "{} not applied: never combined with {}",
+                    self.name(rank),
+                    self.name(other)
+                );
+                self.explanation.push(sentence);
+                continue;
+            }
+            let sentence = format!(
+                "shipping: -{} {}: merchandise total after discounts {} reaches {}",
+                self.money(fee),
+                self.name(rank),
+                self.money(base),
+                self.money(threshold_minor)
+            );
+            self.explanation.push(sentence);
+            self.applied_ranks.push(rank);
+            self.applied.push(AppliedPromotion {
+                id: definition.id.clone(),
+                label: definition.label.clone(),
+                kind: RuleKind::FreeShipping,
+                level: Level::Shipping,
+                amount_minor: fee,
+                coupon_code: self.coupon_code(rank),
+            });
+            return Some(rank);
+        }
+        None
+    }
+}
+
+/// `basis_points` of `amount`, rounded half away from zero.
+fn percent_of(amount: i64, basis_points: u32) -> i64 {
+    // amount ≤ 10^18 and basis points ≤ 10^4: the product fits an i128 and the result
+    // is at most `amount`.
+    round_div(
+        amount as i128 * basis_points as i128,
+        FULL_BASIS_POINTS as i128,
+    )
+    .unwrap_or(0)
+}
+
+/// `basis_points` off `units` of a line's `quantity` units, on its current total.
+fn percent_of_units(line: &LineState, units: i64, basis_points: u32) -> i64 {
+    round_div(
+        line.current as i128 * units as i128 * basis_points as i128,
+        line.quantity as i128 * FULL_BASIS_POINTS as i128,
+    )
+    .unwrap_or(0)
+}
+
+/// Eligible line indexes, cheapest current unit price first (ties in canonical order).
+fn cheapest_first(lines: &[LineState], eligible: &[bool]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..lines.len()).filter(|i| eligible[*i]).collect();
+    order.sort_by(|&a, &b| {
+        // current_a / qty_a vs current_b / qty_b without dividing.
+        let left = lines[a].current as i128 * lines[b].quantity as i128;
+        let right = lines[b].current as i128 * lines[a].quantity as i128;
+        left.cmp(&right).then(a.cmp(&b))
+    });
+    order
+}
+
+/// `basis_points` off the `units` cheapest eligible units.
+fn discount_cheapest_units(
+    lines: &[LineState],
+    eligible: &[bool],
+    mut units: i64,
+    basis_points: u32,
+    out: &mut [i64],
+) {
+    for index in cheapest_first(lines, eligible) {
+        if units == 0 {
+            break;
+        }
+        let take = units.min(lines[index].quantity as i64);
+        out[index] = percent_of_units(&lines[index], take, basis_points);
+        units -= take;
+    }
+}
+
+/// What an item-level rule asks for on each line (before the floor clamp).
+fn item_discounts(rule: &Rule, lines: &[LineState], eligible: &[bool]) -> Vec<i64> {
+    let mut out = vec![0i64; lines.len()];
+    let pool: i64 = lines
+        .iter()
+        .zip(eligible)
+        .filter(|(_, e)| **e)
+        .map(|(l, _)| l.quantity as i64)
+        .sum();
+    let each = |out: &mut Vec<i64>, f: &dyn Fn(&LineState) -> i64| {
+        for (index, line) in lines.iter().enumerate() {
+            if eligible[index] {
+                out[index] = f(line).clamp(0, line.current);
+            }
+        }
+    };
+    match rule {
+        Rule::PercentOff { basis_points } | Rule::Clearance { basis_points } => {
+            each(&mut out, &|line| percent_of(line.current, *basis_points));
+        }
+        Rule::AmountOff { amount_minor } => {
+            each(&mut out, &|line| amount_minor * line.quantity as i64);
+        }
+        Rule::FixedPrice { unit_price_minor } => {
+            each(&mut out, &|line| {
+                line.current - unit_price_minor * line.quantity as i64
+            });
+        }
+        Rule::BuyXGetY {
+            buy,
+            get,
+            get_basis_points,
+            max_applications,
+        } => {
+            let mut applications = pool / (*buy as i64 + *get as i64);
+            if let Some(max) = max_applications {
+                applications = applications.min(*max as i64);
+            }
+            let units = applications * *get as i64;
+            discount_cheapest_units(lines, eligible, units, *get_basis_points, &mut out);
+        }
+        Rule::BuyNPercentOff {
+            quantity,
+            basis_points,
+            max_applications,
+        } => {
+            let mut applications = pool / *quantity as i64;
+            if let Some(max) = max_applications {
+                applications = applications.min(*max as i64);
+            }
+            let units = applications * *quantity as i64;
+            discount_cheapest_units(lines, eligible, units, *basis_points, &mut out);
+        }
+        Rule::TieredVolume { tiers } => {
+            if let Some(tier) = tiers
+                .iter()
+                .rev()
+                .find(|tier| tier.min_quantity as i64 <= pool)
+            {
+                each(&mut out, &|line| {
+                    percent_of(line.current, tier.basis_points)
+                });
+            }
+        }
+        Rule::Bundle {
+            components,
+            bundle_price_minor,
+            max_applications,
+        } => {
+            let mut applications = i64::MAX;
+            let mut members = Vec::with_capacity(components.len());
+            for component in components {
+                let found = lines
+                    .binary_search_by(|l| l.sku.cmp(&component.sku))
+                    .ok()
+                    .filter(|i| eligible[*i]);
+                let Some(index) = found else {
+                    return out;
+                };
+                applications =
+                    applications.min(lines[index].quantity as i64 / component.quantity as i64);
+                members.push((index, component.quantity as i64));
+            }
+            if let Some(max) = max_applications {
+                applications = applications.min(*max as i64);
+            }
+            if applications == 0 {
+                return out;
+            }
+            let values: Vec<i64> = members
+                .iter()
+                .map(|&(index, per_set)| {
+                    let line = &lines[index];
+                    round_div(
+                        line.current as i128 * (applications * per_set) as i128,
+                        line.quantity as i128,
+                    )
+                    .unwrap_or(0)
+                })
+                .collect();
+            let value: i64 = values.iter().sum();
+            let discount = value - applications * bundle_price_minor;
+            if discount > 0 {
+                let shares = super::spread::largest_remainder(discount, &values);
+                for ((index, _), share) in members.iter().zip(shares) {
+                    out[*index] = share;
+                }
+            }
+        }
+        Rule::CartAmountOff { .. } | Rule::CartPercentOff { .. } | Rule::FreeShipping { .. } => {}
+    }
+    out
+}
+
+/// Prices a cart: item-level promotions, then cart-level promotions, then shipping, with
+/// the floor clamp throughout. Deterministic and independent of line and coupon order.
+pub fn evaluate(
+    set: &PromotionSet,
+    lines: &[CartLine],
+    ctx: &CartContext,
+) -> Result<Evaluation, EvalError> {
+    let lines = canonical_lines(lines)?;
+    if !(0..=MAX_UNIT_PRICE_MINOR).contains(&ctx.shipping_fee_minor) {
+        return Err(EvalError::Shipping(ctx.shipping_fee_minor));
+    }
+    let local = local_time(ctx.now_ms, ctx.time_zone);
+    let (unlocked, mut coupons) = check_coupons(set, ctx);
+    let available = |rank: &u32| {
+        let definition = &set.promotions[*rank as usize].definition;
+        (definition.coupon.is_none() || unlocked.binary_search_by(|(r, _)| r.cmp(rank)).is_ok())
+            && conditions_hold(definition, ctx, local)
+    };
+
+    let mut item: Vec<u32> = Vec::new();
+    for line in &lines {
+        set.item_candidates(&line.sku, line.category.as_deref(), &mut item);
+    }
+    item.extend_from_slice(set.item_all());
+    item.sort_unstable();
+    item.dedup();
+    item.retain(available);
+    let cart: Vec<u32> = set.cart.iter().copied().filter(available).collect();
+    let shipping: Vec<u32> = set.shipping.iter().copied().filter(available).collect();
+
+    let mut engine = Engine {
+        set,
+        currency: ctx.currency,
+        lines,
+        after_items: Vec::new(),
+        applied_ranks: Vec::new(),
+        claims: Vec::new(),
+        unlocked: &unlocked,
+        applied: Vec::new(),
+        clamps: Vec::new(),
+        explanation: Vec::new(),
+    };
+    engine.run_level(&item);
+    engine.after_items = engine.lines.iter().map(|l| l.current).collect();
+    engine.run_level(&cart);
+    let shipping_rank = engine.shipping(&shipping, ctx.shipping_fee_minor);
+
+    for (rank, code) in &unlocked {
+        let applied = engine.applied_ranks.contains(rank);
+        let id = set.promotions[*rank as usize].definition.id.clone();
+        if !applied {
+            engine.explanation.push(format!(
+                "coupon {code}: valid, but {} did not apply to this cart",
+                engine.name(*rank)
+            ));
+        }
+        coupons.push(CouponOutcome {
+            code: code.clone(),
+            promotion_id: Some(id),
+            status: if applied {
+                CouponStatus::Applied
+            } else {
+                CouponStatus::NotApplicable
+            },
+        });
+    }
+    coupons.sort_by(|a, b| a.code.cmp(&b.code));
+    for outcome in &coupons {
+        if !matches!(
+            outcome.status,
+            CouponStatus::Applied | CouponStatus::NotApplicable
+        ) {
+            engine.explanation.push(format!(
+                "coupon {}: rejected ({})",
+                outcome.code,
+                coupon_reason(outcome.status)
+            ));
+        }
+    }
+
+    let mut totals = Totals {
+        shipping_fee_minor: ctx.shipping_fee_minor,
+        ..Totals::default()
+    };
+    let mut priced = Vec::with_capacity(engine.lines.len());
+    let add = |a: i64, b: i64| a.checked_add(b).ok_or(EvalError::Overflow);
+    for line in engine.lines {
+        let item_discount: i64 = line
+            .discounts
+            .iter()
+            .filter(|d| d.level == Level::Item)
+            .map(|d| d.amount_minor)
+            .sum();
+        let discount = line.subtotal - line.current;
+        debug_assert_eq!(
+            discount,
+            line.discounts.iter().map(|d| d.amount_minor).sum::<i64>()
+        );
+        totals.list_minor = add(totals.list_minor, line.unit_list * line.quantity as i64)?;
+        totals.subtotal_minor = add(totals.subtotal_minor, line.subtotal)?;
+        totals.item_discount_minor = add(totals.item_discount_minor, item_discount)?;
+        totals.cart_discount_minor = add(totals.cart_discount_minor, discount - item_discount)?;
+        totals.merchandise_minor = add(totals.merchandise_minor, line.current)?;
+        priced.push(PricedLine {
+            sku: line.sku,
+            quantity: line.quantity,
+            category: line.category,
+            unit_list_price_minor: line.unit_list,
+            unit_price_minor: line.unit_price,
+            unit_floor_minor: line.unit_floor,
+            subtotal_minor: line.subtotal,
+            discounts: line.discounts,
+            discount_minor: discount,
+            total_minor: line.current,
+            clamped: line.clamped,
+        });
+    }
+    totals.discount_minor = totals.item_discount_minor + totals.cart_discount_minor;
+    totals.shipping_discount_minor = if shipping_rank.is_some() {
+        ctx.shipping_fee_minor
+    } else {
+        0
+    };
+    totals.shipping_minor = totals.shipping_fee_minor - totals.shipping_discount_minor;
+    totals.total_minor = add(totals.merchandise_minor, totals.shipping_minor)?;
+
+    Ok(Evaluation {
+        currency: ctx.currency,
+        promotions_version: set.version(),
+        policy_version: set.policy().version,
+        lines: priced,
+        totals,
+        shipping_promotion_id: shipping_rank
+            .map(|rank| set.promotions[rank as usize].definition.id.clone()),
+        applied: engine.applied,
+        coupons,
+        clamps: engine.clamps,
+        explanation: engine.explanation,
+    })
+}
+
+fn coupon_reason(status: CouponStatus) -> &'static str {
+    match status {
+        CouponStatus::Applied => "applied",
+        CouponStatus::NotApplicable => "its promotion does not apply to this cart",
+        CouponStatus::Unknown => "unknown code",
+        CouponStatus::AlreadyRedeemed => "single-use code already redeemed",
+        CouponStatus::TotalLimitReached => "the promotion's redemption limit is reached",
+        CouponStatus::CustomerLimitReached => "this customer's redemption limit is reached",
+        CouponStatus::CustomerRequired => "the code is limited per customer; sign in to use it",
+        CouponStatus::SamePromotion => "another code for the same promotion is already used",
+    }
+}
