@@ -1,1 +1,5 @@
-//! end-to-end tests
+//! End-to-end tests: real servers on ephemeral loopback ports, real HTTP.
+
+mod support;
+
+mod edge;
