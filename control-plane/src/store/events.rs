@@ -1,0 +1,166 @@
+//! The accepted-event log and the dead-letter table.
+
+use std::collections::HashMap;
+
+use edgeprice_pricing::{Currency, Sku};
+use rusqlite::{params, Connection};
+
+use super::StoreError;
+use crate::feeds::{parse_event, FeedEvent, FeedKind};
+
+/// An accepted event as the log holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Position in the log; processing follows it.
+    pub seq: i64,
+    pub received_at_ms: i64,
+    pub event: FeedEvent,
+}
+
+/// A rejected event and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub feed: String,
+    pub event_id: Option<String>,
+    /// The error code ([`crate::feeds::FeedError::code`]).
+    pub code: String,
+    pub message: String,
+    /// The event as it was sent (or as far as it could be read).
+    pub body: String,
+    pub received_at_ms: i64,
+}
+
+/// Functions over the `events` and `dead_letters` tables.
+#[derive(Debug, Clone, Copy)]
+pub struct EventLog;
+
+impl EventLog {
+    /// Appends an accepted event; `None` when its `event_id` is already in the log
+    /// (a duplicate, which is acknowledged and not processed again).
+    pub fn append(
+        conn: &Connection,
+        event: &FeedEvent,
+        received_at_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let inserted = conn.execute(
+            "INSERT OR IGNORE INTO events (event_id, feed, sku, received_at_ms, body)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                event.event_id(),
+                event.kind().as_str(),
+                event.sku().as_str(),
+                received_at_ms,
+                event.to_feed_json()
+            ],
+        )?;
+        Ok((inserted == 1).then(|| conn.last_insert_rowid()))
+    }
+
+    /// Stores a rejected event with its reason.
+    pub fn dead_letter(
+        conn: &Connection,
+        feed: &str,
+        event_id: Option<&str>,
+        code: &str,
+        message: &str,
+        body: &str,
+        received_at_ms: i64,
+    ) -> Result<i64, StoreError> {
+        conn.execute(
+            "INSERT INTO dead_letters (feed, event_id, code, message, body, received_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![feed, event_id, code, message, body, received_at_ms],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Up to `limit` accepted events not processed yet, in log order.
+    pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, feed, body, received_at_ms FROM events
+             WHERE processed = 0 ORDER BY seq LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut events = Vec::new();
+        for row in rows {
+            let (seq, feed, body, received_at_ms) = row?;
+            events.push(StoredEvent {
+                seq,
+                received_at_ms,
+                event: decode(seq, &feed, &body)?,
+            });
+        }
+        Ok(events)
+    }
+
+    /// Marks events processed (inside the transaction that applied them).
+    pub fn mark_processed(conn: &Connection, seqs: &[i64]) -> Result<(), StoreError> {
+        let mut stmt = conn.prepare_cached("UPDATE events SET processed = 1 WHERE seq = ?1")?;
+        for seq in seqs {
+            stmt.execute([seq])?;
+        }
+        Ok(())
+    }
+
+    /// Number of accepted events, and of those not processed yet.
+    pub fn counts(conn: &Connection) -> Result<(i64, i64), StoreError> {
+        Ok(conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(processed = 0), 0) FROM events",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?)
+    }
+
+    /// The most recent dead letters, newest first.
+    pub fn dead_letters(conn: &Connection, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, feed, event_id, code, message, body, received_at_ms
+             FROM dead_letters ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |row| {
+            Ok(DeadLetter {
+                id: row.get(0)?,
+                feed: row.get(1)?,
+                event_id: row.get(2)?,
+                code: row.get(3)?,
+                message: row.get(4)?,
+                body: row.get(5)?,
+                received_at_ms: row.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The catalog currency of every SKU whose catalog event was accepted, in log
+    /// order (so the latest catalog event wins): what ingestion checks SKUs against.
+    pub fn catalog_currencies(conn: &Connection) -> Result<HashMap<Sku, Currency>, StoreError> {
+        let mut stmt =
+            conn.prepare("SELECT seq, body FROM events WHERE feed = 'catalog' ORDER BY seq")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })?;
+        let mut known = HashMap::new();
+        for row in rows {
+            let (seq, body) = row?;
+            if let FeedEvent::Catalog(catalog) = decode(seq, "catalog", &body)? {
+                known.insert(catalog.sku, catalog.currency);
+            }
+        }
+        Ok(known)
+    }
+}
+
+fn decode(seq: i64, feed: &str, body: &str) -> Result<FeedEvent, StoreError> {
+    let kind: FeedKind = feed
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("event {seq}: unknown feed {feed:?}")))?;
+    parse_event(kind, body.as_bytes()).map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))
+}
