@@ -2,7 +2,9 @@
 //! snapshot deltas to the edges, the admin API and the checkout saga.
 //!
 //! Built so far: [`feeds`] (event types and validation) and [`store`] (SQLite: the
-//! accepted-event log with group commit, dead letters, per-SKU state).
+//! accepted-event log with group commit, dead letters, per-SKU state), [`audit`]
+//! (the hash-chained decision log and its verification).
 
+pub mod audit;
 pub mod feeds;
 pub mod store;
