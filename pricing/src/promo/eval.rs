@@ -4,16 +4,18 @@
 use chrono::{Datelike, TimeZone, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
 
 use crate::key::{Dimension, Sku};
 use crate::money::{round_div, Currency, Money};
 
 use super::model::{
-    normalize_coupon_code, Level, Promotion, Rule, RuleKind, FULL_BASIS_POINTS, MINUTES_PER_DAY,
+    normalize_coupon_code, BundleComponent, Level, Promotion, Rule, RuleKind, FULL_BASIS_POINTS,
+    MINUTES_PER_DAY,
 };
 use super::policy::GroupMode;
 use super::set::PromotionSet;
-use super::spread::spread_capped;
+use super::spread::{largest_remainder, spread_capped};
 
 /// Most lines in one cart.
 pub const MAX_LINES: usize = 1_000;
@@ -21,6 +23,9 @@ pub const MAX_LINES: usize = 1_000;
 pub const MAX_QUANTITY: u32 = 100_000;
 /// Largest unit price (list, current or floor) accepted, in minor units.
 pub const MAX_UNIT_PRICE_MINOR: i64 = 1_000_000_000_000;
+/// Largest cart list total accepted, in minor units: keeps every sum of line totals,
+/// and every intermediate product, far from `i64` overflow.
+pub const MAX_CART_MINOR: i64 = 1_000_000_000_000_000_000;
 
 /// One cart line as the edge knows it from its snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,7 +129,7 @@ pub enum EvalError {
     ConflictingLines(Sku),
     #[error("shipping fee {0} is outside 0..={MAX_UNIT_PRICE_MINOR}")]
     Shipping(i64),
-    #[error("amount overflow")]
+    #[error("the cart's list total exceeds {MAX_CART_MINOR} minor units")]
     Overflow,
 }
 
@@ -367,6 +372,14 @@ fn canonical_lines(input: &[CartLine]) -> Result<Vec<LineState>, EvalError> {
             discounts: Vec::new(),
         });
     }
+    // Each line is at most 10^17; the sum of at most 1,000 of them fits an i128.
+    let list_total: i128 = lines
+        .iter()
+        .map(|l| l.unit_list.max(l.unit_price) as i128 * l.quantity as i128)
+        .sum();
+    if list_total > MAX_CART_MINOR as i128 {
+        return Err(EvalError::Overflow);
+    }
     Ok(lines)
 }
 
@@ -493,12 +506,20 @@ fn check_coupons(
     (unlocked, outcomes)
 }
 
+/// What one promotion would do to one line.
+#[derive(Debug, Clone, Copy)]
+struct PlanEntry {
+    line: usize,
+    /// What the rule asks for (item level) or the line's share (cart level).
+    requested: i64,
+    /// After the floor clamp.
+    granted: i64,
+}
+
 /// What one promotion would do now, before it is committed.
 struct Plan {
-    /// Granted discount per line (after the floor clamp).
-    granted: Vec<i64>,
-    /// Requested discount per line (item level), or zero (cart level).
-    requested: Vec<i64>,
+    /// Lines with a non-zero request, ascending.
+    entries: Vec<PlanEntry>,
     /// Cart level: the discount asked for before spreading.
     cart_requested: i64,
     /// Cart level: the subtotal the threshold was checked on.
@@ -510,6 +531,9 @@ struct Engine<'a> {
     set: &'a PromotionSet,
     currency: Currency,
     lines: Vec<LineState>,
+    /// (rank, line) pairs of indexed item-level candidates and the lines that made them
+    /// candidates (their target lines), sorted.
+    indexed_targets: Vec<(u32, u32)>,
     /// Line totals after item-level promotions: the threshold base of cart promotions.
     after_items: Vec<i64>,
     /// Ranks applied so far, for exclusions.
@@ -555,62 +579,60 @@ impl<'a> Engine<'a> {
             .find(|r| never_with.binary_search(r).is_ok())
     }
 
-    /// Lines the promotion may touch now.
-    fn eligible(&self, rank: u32, claim_group: Option<u32>) -> Vec<bool> {
+    /// Lines the promotion may touch now, ascending.
+    fn eligible(&self, rank: u32, claim_group: Option<u32>) -> Vec<usize> {
         let compiled = &self.set.promotions[rank as usize];
         let claimed = claim_group.and_then(|g| self.claimed(g));
-        self.lines
-            .iter()
-            .enumerate()
-            .map(|(index, line)| {
-                let untouched_if_exclusive =
-                    !compiled.definition.stacking.exclusive || line.discounts.is_empty();
-                !line.locked
-                    && !claimed.is_some_and(|c| c[index])
-                    && untouched_if_exclusive
-                    && compiled.targets(&line.sku, line.category.as_deref())
-            })
-            .collect()
+        let exclusive = compiled.definition.stacking.exclusive;
+        let open = |index: usize| {
+            let line = &self.lines[index];
+            !line.locked
+                && !claimed.is_some_and(|c| c[index])
+                && (!exclusive || line.discounts.is_empty())
+        };
+        let start = self.indexed_targets.partition_point(|(r, _)| *r < rank);
+        let indexed = &self.indexed_targets[start..];
+        if indexed.first().is_some_and(|(r, _)| *r == rank) {
+            indexed
+                .iter()
+                .take_while(|(r, _)| *r == rank)
+                .map(|(_, line)| *line as usize)
+                .filter(|index| open(*index))
+                .collect()
+        } else {
+            (0..self.lines.len())
+                .filter(|index| {
+                    let line = &self.lines[*index];
+                    open(*index) && compiled.targets(&line.sku, line.category.as_deref())
+                })
+                .collect()
+        }
     }
 
     fn plan(&self, rank: u32, claim_group: Option<u32>) -> Option<Plan> {
         let eligible = self.eligible(rank, claim_group);
-        if !eligible.iter().any(|e| *e) {
+        if eligible.is_empty() {
             return None;
         }
         let rule = &self.definition(rank).rule;
         match rule.level() {
             Level::Item => {
-                let requested = item_discounts(rule, &self.lines, &eligible);
-                let granted: Vec<i64> = requested
-                    .iter()
-                    .zip(&self.lines)
-                    .map(|(r, line)| (*r).min(line.headroom()))
-                    .collect();
-                let total = granted.iter().sum();
+                let mut entries = item_discounts(rule, &self.lines, &eligible);
+                let mut total = 0;
+                for entry in &mut entries {
+                    entry.granted = entry.requested.min(self.lines[entry.line].headroom());
+                    total += entry.granted;
+                }
                 Some(Plan {
-                    granted,
-                    requested,
+                    entries,
                     cart_requested: 0,
                     base: 0,
                     total,
                 })
             }
             Level::Cart => {
-                let base: i64 = self
-                    .after_items
-                    .iter()
-                    .zip(&eligible)
-                    .filter(|(_, e)| **e)
-                    .map(|(t, _)| *t)
-                    .sum();
-                let current: i64 = self
-                    .lines
-                    .iter()
-                    .zip(&eligible)
-                    .filter(|(_, e)| **e)
-                    .map(|(l, _)| l.current)
-                    .sum();
+                let base: i64 = eligible.iter().map(|i| self.after_items[*i]).sum();
+                let current: i64 = eligible.iter().map(|i| self.lines[*i].current).sum();
                 let (threshold, wanted) = match rule {
                     Rule::CartAmountOff {
                         threshold_minor,
@@ -623,18 +645,22 @@ impl<'a> Engine<'a> {
                     _ => return None,
                 };
                 let wanted = if base >= threshold { wanted } else { 0 };
-                let weights: Vec<i64> = self
-                    .lines
+                let weights: Vec<i64> = eligible.iter().map(|i| self.lines[*i].current).collect();
+                let caps: Vec<i64> = eligible.iter().map(|i| self.lines[*i].headroom()).collect();
+                let shares = spread_capped(wanted, &weights, &caps);
+                let entries: Vec<PlanEntry> = eligible
                     .iter()
-                    .zip(&eligible)
-                    .map(|(l, e)| if *e { l.current } else { 0 })
+                    .zip(shares)
+                    .filter(|(_, share)| *share > 0)
+                    .map(|(line, share)| PlanEntry {
+                        line: *line,
+                        requested: share,
+                        granted: share,
+                    })
                     .collect();
-                let caps: Vec<i64> = self.lines.iter().map(LineState::headroom).collect();
-                let granted = spread_capped(wanted, &weights, &caps);
-                let total = granted.iter().sum();
+                let total = entries.iter().map(|e| e.granted).sum();
                 Some(Plan {
-                    granted,
-                    requested: vec![0; self.lines.len()],
+                    entries,
                     cart_requested: wanted,
                     base,
                     total,
@@ -702,63 +728,60 @@ impl<'a> Engine<'a> {
                 self.explanation.push(line);
             }
         }
-        for index in 0..self.lines.len() {
-            let (requested, granted) = (plan.requested[index], plan.granted[index]);
-            if level == Level::Item && requested > granted {
-                let line = &self.lines[index];
-                self.clamps.push(Clamp {
-                    promotion_id: definition.id.clone(),
-                    sku: Some(line.sku.clone()),
-                    requested_minor: requested,
-                    granted_minor: granted,
-                });
-                let sentence = format!(
-                    "{}: {} cut from {} to {}: the line may not go below its floor {} ({} × {})",
-                    line.sku,
-                    self.name(rank),
-                    self.money(requested),
-                    self.money(granted),
-                    self.money(line.floor_total),
-                    self.money(line.unit_floor),
-                    line.quantity
-                );
-                self.explanation.push(sentence);
-                self.lines[index].clamped = true;
-            }
+        for entry in plan.entries.iter().filter(|e| e.requested > e.granted) {
+            let line = &self.lines[entry.line];
+            self.clamps.push(Clamp {
+                promotion_id: definition.id.clone(),
+                sku: Some(line.sku.clone()),
+                requested_minor: entry.requested,
+                granted_minor: entry.granted,
+            });
+            let sentence = format!(
+                "{}: {} cut from {} to {}: the line may not go below its floor {} ({} × {})",
+                line.sku,
+                self.name(rank),
+                self.money(entry.requested),
+                self.money(entry.granted),
+                self.money(line.floor_total),
+                self.money(line.unit_floor),
+                line.quantity
+            );
+            self.explanation.push(sentence);
+            self.lines[entry.line].clamped = true;
         }
         if plan.total == 0 {
             return false;
         }
         let exclusive = definition.stacking.exclusive;
-        let mut touched = 0usize;
-        for index in 0..self.lines.len() {
-            let granted = plan.granted[index];
-            if granted == 0 {
-                continue;
-            }
-            touched += 1;
-            let requested = plan.requested[index];
-            let line = &mut self.lines[index];
-            line.current -= granted;
+        let mut sentence = if level == Level::Cart {
+            format!(
+                "cart: -{} {} on a subtotal after item discounts of {}:",
+                self.money(plan.total),
+                self.name(rank),
+                self.money(plan.base),
+            )
+        } else {
+            format!("-{} {}:", self.money(plan.total), self.name(rank))
+        };
+        for entry in plan.entries.iter().filter(|e| e.granted > 0) {
+            let line = &mut self.lines[entry.line];
+            line.current -= entry.granted;
             debug_assert!(line.current >= line.floor_total);
             line.locked |= exclusive;
             line.discounts.push(LineDiscount {
                 promotion_id: definition.id.clone(),
                 kind,
                 level,
-                amount_minor: granted,
-                clamped_from_minor: (requested > granted).then_some(requested),
+                amount_minor: entry.granted,
+                clamped_from_minor: (entry.requested > entry.granted).then_some(entry.requested),
             });
-            if level == Level::Item {
-                let sentence = format!(
-                    "{} × {}: -{} {}",
-                    self.lines[index].sku,
-                    self.lines[index].quantity,
-                    self.money(granted),
-                    self.name(rank)
-                );
-                self.explanation.push(sentence);
-            }
+            let _ = write!(
+                sentence,
+                " {} × {} -{};",
+                line.sku,
+                line.quantity,
+                Money::new(entry.granted, self.currency)
+            );
             if let Some(group) = claim_group {
                 let line_count = self.lines.len();
                 let claims = match self.claims.iter().position(|(g, _)| *g == group) {
@@ -768,26 +791,14 @@ impl<'a> Engine<'a> {
                         &mut self.claims.last_mut().expect("just pushed").1
                     }
                 };
-                claims[index] = true;
+                claims[entry.line] = true;
             }
         }
-        if level == Level::Cart {
-            let sentence = format!(
-                "cart: -{} {} on a subtotal after item discounts of {}, spread over {} line(s)",
-                self.money(plan.total),
-                self.name(rank),
-                self.money(plan.base),
-                touched
-            );
-            self.explanation.push(sentence);
-        }
+        sentence.pop();
         if exclusive {
-            let sentence = format!(
-                "{} is exclusive: no other promotion touches its line(s)",
-                self.name(rank)
-            );
-            self.explanation.push(sentence);
+            sentence.push_str(" (exclusive: no other promotion touches these lines)");
         }
+        self.explanation.push(sentence);
         self.applied_ranks.push(rank);
         self.applied.push(AppliedPromotion {
             id: definition.id.clone(),
@@ -950,8 +961,8 @@ fn percent_of_units(line: &LineState, units: i64, basis_points: u32) -> i64 {
 }
 
 /// Eligible line indexes, cheapest current unit price first (ties in canonical order).
-fn cheapest_first(lines: &[LineState], eligible: &[bool]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..lines.len()).filter(|i| eligible[*i]).collect();
+fn cheapest_first(lines: &[LineState], eligible: &[usize]) -> Vec<usize> {
+    let mut order = eligible.to_vec();
     order.sort_by(|&a, &b| {
         // current_a / qty_a vs current_b / qty_b without dividing.
         let left = lines[a].current as i128 * lines[b].quantity as i128;
@@ -961,51 +972,57 @@ fn cheapest_first(lines: &[LineState], eligible: &[bool]) -> Vec<usize> {
     order
 }
 
+fn entry(line: usize, requested: i64) -> PlanEntry {
+    PlanEntry {
+        line,
+        requested,
+        granted: 0,
+    }
+}
+
 /// `basis_points` off the `units` cheapest eligible units.
 fn discount_cheapest_units(
     lines: &[LineState],
-    eligible: &[bool],
+    eligible: &[usize],
     mut units: i64,
     basis_points: u32,
-    out: &mut [i64],
-) {
+) -> Vec<PlanEntry> {
+    let mut out = Vec::new();
+    if units == 0 {
+        return out;
+    }
     for index in cheapest_first(lines, eligible) {
         if units == 0 {
             break;
         }
         let take = units.min(lines[index].quantity as i64);
-        out[index] = percent_of_units(&lines[index], take, basis_points);
+        out.push(entry(
+            index,
+            percent_of_units(&lines[index], take, basis_points),
+        ));
         units -= take;
     }
+    out.sort_by_key(|e| e.line);
+    out
 }
 
-/// What an item-level rule asks for on each line (before the floor clamp).
-fn item_discounts(rule: &Rule, lines: &[LineState], eligible: &[bool]) -> Vec<i64> {
-    let mut out = vec![0i64; lines.len()];
-    let pool: i64 = lines
-        .iter()
-        .zip(eligible)
-        .filter(|(_, e)| **e)
-        .map(|(l, _)| l.quantity as i64)
-        .sum();
-    let each = |out: &mut Vec<i64>, f: &dyn Fn(&LineState) -> i64| {
-        for (index, line) in lines.iter().enumerate() {
-            if eligible[index] {
-                out[index] = f(line).clamp(0, line.current);
-            }
-        }
+/// What an item-level rule asks for on each eligible line (before the floor clamp);
+/// entries in ascending line order, zero requests left out.
+fn item_discounts(rule: &Rule, lines: &[LineState], eligible: &[usize]) -> Vec<PlanEntry> {
+    let pool: i64 = eligible.iter().map(|i| lines[*i].quantity as i64).sum();
+    let each = |f: &dyn Fn(&LineState) -> i64| -> Vec<PlanEntry> {
+        eligible
+            .iter()
+            .map(|&index| entry(index, f(&lines[index]).clamp(0, lines[index].current)))
+            .collect()
     };
-    match rule {
+    let mut out = match rule {
         Rule::PercentOff { basis_points } | Rule::Clearance { basis_points } => {
-            each(&mut out, &|line| percent_of(line.current, *basis_points));
+            each(&|line| percent_of(line.current, *basis_points))
         }
-        Rule::AmountOff { amount_minor } => {
-            each(&mut out, &|line| amount_minor * line.quantity as i64);
-        }
+        Rule::AmountOff { amount_minor } => each(&|line| amount_minor * line.quantity as i64),
         Rule::FixedPrice { unit_price_minor } => {
-            each(&mut out, &|line| {
-                line.current - unit_price_minor * line.quantity as i64
-            });
+            each(&|line| line.current - unit_price_minor * line.quantity as i64)
         }
         Rule::BuyXGetY {
             buy,
@@ -1018,7 +1035,7 @@ fn item_discounts(rule: &Rule, lines: &[LineState], eligible: &[bool]) -> Vec<i6
                 applications = applications.min(*max as i64);
             }
             let units = applications * *get as i64;
-            discount_cheapest_units(lines, eligible, units, *get_basis_points, &mut out);
+            discount_cheapest_units(lines, eligible, units, *get_basis_points)
         }
         Rule::BuyNPercentOff {
             quantity,
@@ -1030,66 +1047,86 @@ fn item_discounts(rule: &Rule, lines: &[LineState], eligible: &[bool]) -> Vec<i6
                 applications = applications.min(*max as i64);
             }
             let units = applications * *quantity as i64;
-            discount_cheapest_units(lines, eligible, units, *basis_points, &mut out);
+            discount_cheapest_units(lines, eligible, units, *basis_points)
         }
         Rule::TieredVolume { tiers } => {
-            if let Some(tier) = tiers
+            match tiers
                 .iter()
                 .rev()
                 .find(|tier| tier.min_quantity as i64 <= pool)
             {
-                each(&mut out, &|line| {
-                    percent_of(line.current, tier.basis_points)
-                });
+                Some(tier) => each(&|line| percent_of(line.current, tier.basis_points)),
+                None => Vec::new(),
             }
         }
         Rule::Bundle {
             components,
             bundle_price_minor,
             max_applications,
-        } => {
-            let mut applications = i64::MAX;
-            let mut members = Vec::with_capacity(components.len());
-            for component in components {
-                let found = lines
-                    .binary_search_by(|l| l.sku.cmp(&component.sku))
-                    .ok()
-                    .filter(|i| eligible[*i]);
-                let Some(index) = found else {
-                    return out;
-                };
-                applications =
-                    applications.min(lines[index].quantity as i64 / component.quantity as i64);
-                members.push((index, component.quantity as i64));
-            }
-            if let Some(max) = max_applications {
-                applications = applications.min(*max as i64);
-            }
-            if applications == 0 {
-                return out;
-            }
-            let values: Vec<i64> = members
-                .iter()
-                .map(|&(index, per_set)| {
-                    let line = &lines[index];
-                    round_div(
-                        line.current as i128 * (applications * per_set) as i128,
-                        line.quantity as i128,
-                    )
-                    .unwrap_or(0)
-                })
-                .collect();
-            let value: i64 = values.iter().sum();
-            let discount = value - applications * bundle_price_minor;
-            if discount > 0 {
-                let shares = super::spread::largest_remainder(discount, &values);
-                for ((index, _), share) in members.iter().zip(shares) {
-                    out[*index] = share;
-                }
-            }
+        } => bundle_discounts(
+            components,
+            *bundle_price_minor,
+            *max_applications,
+            lines,
+            eligible,
+        ),
+        Rule::CartAmountOff { .. } | Rule::CartPercentOff { .. } | Rule::FreeShipping { .. } => {
+            Vec::new()
         }
-        Rule::CartAmountOff { .. } | Rule::CartPercentOff { .. } | Rule::FreeShipping { .. } => {}
+    };
+    out.retain(|e| e.requested > 0);
+    out
+}
+
+fn bundle_discounts(
+    components: &[BundleComponent],
+    bundle_price_minor: i64,
+    max_applications: Option<u32>,
+    lines: &[LineState],
+    eligible: &[usize],
+) -> Vec<PlanEntry> {
+    let mut applications = i64::MAX;
+    let mut members = Vec::with_capacity(components.len());
+    for component in components {
+        let found = lines
+            .binary_search_by(|l| l.sku.cmp(&component.sku))
+            .ok()
+            .filter(|i| eligible.binary_search(i).is_ok());
+        let Some(index) = found else {
+            return Vec::new();
+        };
+        applications = applications.min(lines[index].quantity as i64 / component.quantity as i64);
+        members.push((index, component.quantity as i64));
     }
+    if let Some(max) = max_applications {
+        applications = applications.min(max as i64);
+    }
+    if applications == 0 {
+        return Vec::new();
+    }
+    let values: Vec<i64> = members
+        .iter()
+        .map(|&(index, per_set)| {
+            let line = &lines[index];
+            round_div(
+                line.current as i128 * (applications * per_set) as i128,
+                line.quantity as i128,
+            )
+            .unwrap_or(0)
+        })
+        .collect();
+    let value: i64 = values.iter().sum();
+    let discount = value - applications * bundle_price_minor;
+    if discount <= 0 {
+        return Vec::new();
+    }
+    let shares = largest_remainder(discount, &values);
+    let mut out: Vec<PlanEntry> = members
+        .iter()
+        .zip(shares)
+        .map(|((index, _), share)| entry(*index, share))
+        .collect();
+    out.sort_by_key(|e| e.line);
     out
 }
 
@@ -1112,14 +1149,21 @@ pub fn evaluate(
             && conditions_hold(definition, ctx, local)
     };
 
-    let mut item: Vec<u32> = Vec::new();
-    for line in &lines {
-        set.item_candidates(&line.sku, line.category.as_deref(), &mut item);
+    // Indexed candidates with the lines that pulled them in: those are their targets.
+    let mut indexed_targets: Vec<(u32, u32)> = Vec::new();
+    let mut ranks = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        ranks.clear();
+        set.item_candidates(&line.sku, line.category.as_deref(), &mut ranks);
+        indexed_targets.extend(ranks.iter().map(|rank| (*rank, index as u32)));
     }
-    item.extend_from_slice(set.item_all());
+    indexed_targets.sort_unstable();
+    indexed_targets.dedup();
+    indexed_targets.retain(|(rank, _)| available(rank));
+    let mut item: Vec<u32> = indexed_targets.iter().map(|(rank, _)| *rank).collect();
+    item.extend(set.item_all().iter().copied().filter(available));
     item.sort_unstable();
     item.dedup();
-    item.retain(available);
     let cart: Vec<u32> = set.cart.iter().copied().filter(available).collect();
     let shipping: Vec<u32> = set.shipping.iter().copied().filter(available).collect();
 
@@ -1127,6 +1171,7 @@ pub fn evaluate(
         set,
         currency: ctx.currency,
         lines,
+        indexed_targets,
         after_items: Vec::new(),
         applied_ranks: Vec::new(),
         claims: Vec::new(),

@@ -146,8 +146,8 @@ mod tests;
 
 pub use eval::{
     evaluate, AppliedPromotion, CartContext, CartLine, Clamp, CouponInput, CouponOutcome,
-    CouponStatus, EvalError, Evaluation, LineDiscount, PricedLine, Totals, MAX_LINES, MAX_QUANTITY,
-    MAX_UNIT_PRICE_MINOR,
+    CouponStatus, EvalError, Evaluation, LineDiscount, PricedLine, Totals, MAX_CART_MINOR,
+    MAX_LINES, MAX_QUANTITY, MAX_UNIT_PRICE_MINOR,
 };
 pub use model::{
     normalize_coupon_code, BundleComponent, Conditions, CouponRule, Invalid, Level, Promotion,

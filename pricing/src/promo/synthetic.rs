@@ -12,13 +12,16 @@
 //! assert_eq!(evaluation.lines.len(), 20);
 //! ```
 //!
-//! Promotion `i` is of kind `i % 10`: percentage, amount, fixed price, buy X get Y, buy N
-//! get P %, tiered volume by category, bundle, clearance in a flash-sale window,
-//! percentage in a recurring window, and the rest: one in a hundred cart-level amount,
-//! cart-level percentage or free shipping (some behind coupons), the others
-//! segment-only (`gold`) category percentages. Priorities, stacking groups (every mode),
-//! exclusive promotions and exclusions are spread over them, so an evaluation exercises
-//! every path. Everything is active at [`NOW_MS`].
+//! Promotion `i` is of kind `i % 10`: SKU percentage, amount, fixed price, buy X get Y,
+//! buy N get P %, app-only percentage (one in ten of these a tiered volume deal on a
+//! category instead), bundle, clearance in a flash-sale window, percentage in a
+//! recurring window; and for `i % 10 == 9`: six in a thousand cart-level amount,
+//! percentage or free shipping (some behind coupons), one in a hundred a segment-only
+//! (`gold`) category percentage, the rest store-only deals. Every SKU-targeted
+//! promotion names two SKUs, so with as many SKUs as promotions each SKU is named by
+//! about two; with a tenth as many, by about twenty (a dense worst case). Priorities,
+//! stacking groups (every mode), exclusive promotions and exclusions are spread over
+//! them, so an evaluation exercises every path. Everything is active at [`NOW_MS`].
 
 use chrono::Weekday;
 
@@ -47,7 +50,11 @@ pub fn sku(index: usize) -> Sku {
 
 /// The category of the `index`-th synthetic SKU.
 pub fn category(index: usize) -> String {
-    format!("cat-{:03}", (index / 7) % CATEGORIES)
+    category_number(index / 7)
+}
+
+fn category_number(number: usize) -> String {
+    format!("cat-{:03}", number % CATEGORIES)
 }
 
 /// `count` promotions over a catalogue of `sku_count` SKUs.
@@ -93,9 +100,19 @@ pub fn promotions(count: usize, sku_count: usize) -> Vec<Promotion> {
                         max_applications: None,
                     },
                 ),
+                5 if i % 100 != 5 => {
+                    // App-only deals: present in the set, filtered out for other channels.
+                    conditions.channels = vec!["app".into()];
+                    (
+                        skus(),
+                        Rule::PercentOff {
+                            basis_points: 2_500,
+                        },
+                    )
+                }
                 5 => (
                     Target::Categories {
-                        categories: vec![category(i / 10)],
+                        categories: vec![category_number(i / 100)],
                     },
                     Rule::TieredVolume {
                         tiers: vec![
@@ -151,41 +168,46 @@ pub fn promotions(count: usize, sku_count: usize) -> Vec<Promotion> {
                     )
                 }
                 _ => {
-                    coupon = (i % 200 == 9).then(|| CouponRule {
+                    coupon = (i % 2_000 == 9).then(|| CouponRule {
                         codes: vec![format!("CODE{i}")],
                         single_use: false,
                         total_limit: Some(1_000),
                         per_customer_limit: None,
                     });
-                    match i % 100 {
-                        9 => (
+                    match i % 1_000 {
+                        9 | 309 => (
                             Target::All,
                             Rule::CartAmountOff {
                                 threshold_minor: 5_000,
                                 amount_minor: 500,
                             },
                         ),
-                        59 => (
+                        509 | 809 => (
                             Target::All,
                             Rule::CartPercentOff {
                                 threshold_minor: 10_000,
                                 basis_points: 500,
                             },
                         ),
-                        99 => (
+                        99 | 599 => (
                             Target::All,
                             Rule::FreeShipping {
                                 threshold_minor: 4_000,
                             },
                         ),
-                        _ => {
+                        _ if i % 100 == 19 => {
                             conditions.segments = vec!["gold".into()];
                             (
                                 Target::Categories {
-                                    categories: vec![category(i)],
+                                    categories: vec![category_number(i / 100 + 50)],
                                 },
                                 Rule::PercentOff { basis_points: 700 },
                             )
+                        }
+                        _ => {
+                            // Store-only deals for stores the carts are not in.
+                            conditions.stores = vec![format!("store-{}", i % 50)];
+                            (skus(), Rule::AmountOff { amount_minor: 100 })
                         }
                     }
                 }

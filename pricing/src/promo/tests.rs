@@ -1179,3 +1179,12 @@ proptest! {
         prop_assert_eq!(&first, &evaluate(&set, &shuffled, &ctx()).unwrap());
     }
 }
+
+#[test]
+fn carts_too_large_to_sum_safely_are_rejected() {
+    let set = compile(vec![]);
+    let huge: Vec<CartLine> = (0..20)
+        .map(|i| line(&format!("H{i}"), MAX_QUANTITY, MAX_UNIT_PRICE_MINOR, 0))
+        .collect();
+    assert_eq!(evaluate(&set, &huge, &ctx()), Err(EvalError::Overflow));
+}
