@@ -454,7 +454,18 @@ fn check_coupons(
         })
         .collect();
     // Canonical order; a code presented twice counts once (the first in sort order).
-    presented.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.code.cmp(&b.1.code)));
+    presented.sort_by(|a, b| {
+        let counts = |c: &CouponInput| {
+            (
+                c.code_redemptions,
+                c.promotion_redemptions,
+                c.customer_redemptions,
+            )
+        };
+        a.0.cmp(&b.0)
+            .then_with(|| a.1.code.cmp(&b.1.code))
+            .then_with(|| counts(a.1).cmp(&counts(b.1)))
+    });
     presented.dedup_by(|a, b| a.0 == b.0);
 
     let mut unlocked: Vec<(u32, String)> = Vec::new();
@@ -1137,12 +1148,69 @@ pub fn evaluate(
     lines: &[CartLine],
     ctx: &CartContext,
 ) -> Result<Evaluation, EvalError> {
+    evaluate_levels(set, lines, ctx, Scope::Cart)
+}
+
+/// The shelf price of one unit: what `GET /v1/prices` and strikethrough labels show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShelfPrice {
+    /// The unit price after automatic item-level promotions, never below the floor.
+    pub unit_price_minor: i64,
+    /// The promotions that gave it, in the order applied.
+    pub promotions: Vec<AppliedPromotion>,
+    /// Whether the floor clamp cut a discount.
+    pub clamped: bool,
+}
+
+/// Prices one unit of `line` (its quantity is ignored) with the automatic item-level
+/// promotions only: no coupons, no cart-level or shipping promotions, and multi-unit
+/// rules (buy X get Y, buy N, tiers, bundles) apply only if one unit satisfies them.
+/// Stacking and clamping are exactly those of [`evaluate`], so the shelf price is the
+/// price a one-unit cart without coupons is charged before cart discounts.
+pub fn shelf_price(
+    set: &PromotionSet,
+    line: &CartLine,
+    ctx: &CartContext,
+) -> Result<ShelfPrice, EvalError> {
+    let unit = CartLine {
+        quantity: 1,
+        ..line.clone()
+    };
+    let evaluation = evaluate_levels(set, std::slice::from_ref(&unit), ctx, Scope::Shelf)?;
+    let priced = evaluation.lines.into_iter().next();
+    Ok(ShelfPrice {
+        unit_price_minor: priced
+            .as_ref()
+            .map_or(unit.unit_price_minor, |l| l.total_minor),
+        promotions: evaluation.applied,
+        clamped: priced.is_some_and(|l| l.clamped),
+    })
+}
+
+/// Which levels an evaluation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Everything: coupons, item, cart and shipping levels.
+    Cart,
+    /// Automatic item-level promotions only.
+    Shelf,
+}
+
+fn evaluate_levels(
+    set: &PromotionSet,
+    lines: &[CartLine],
+    ctx: &CartContext,
+    scope: Scope,
+) -> Result<Evaluation, EvalError> {
     let lines = canonical_lines(lines)?;
     if !(0..=MAX_UNIT_PRICE_MINOR).contains(&ctx.shipping_fee_minor) {
         return Err(EvalError::Shipping(ctx.shipping_fee_minor));
     }
     let local = local_time(ctx.now_ms, ctx.time_zone);
-    let (unlocked, mut coupons) = check_coupons(set, ctx);
+    let (unlocked, mut coupons) = match scope {
+        Scope::Cart => check_coupons(set, ctx),
+        Scope::Shelf => (Vec::new(), Vec::new()),
+    };
     let available = |rank: &u32| {
         let definition = &set.promotions[*rank as usize].definition;
         (definition.coupon.is_none() || unlocked.binary_search_by(|(r, _)| r.cmp(rank)).is_ok())
@@ -1164,8 +1232,13 @@ pub fn evaluate(
     item.extend(set.item_all().iter().copied().filter(available));
     item.sort_unstable();
     item.dedup();
-    let cart: Vec<u32> = set.cart.iter().copied().filter(available).collect();
-    let shipping: Vec<u32> = set.shipping.iter().copied().filter(available).collect();
+    let (cart, shipping): (Vec<u32>, Vec<u32>) = match scope {
+        Scope::Cart => (
+            set.cart.iter().copied().filter(available).collect(),
+            set.shipping.iter().copied().filter(available).collect(),
+        ),
+        Scope::Shelf => (Vec::new(), Vec::new()),
+    };
 
     let mut engine = Engine {
         set,

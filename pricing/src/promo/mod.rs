@@ -127,6 +127,13 @@
 //! saga, not here. Accepted codes unlock their promotion, which then stacks like any
 //! other; a valid code whose promotion gives nothing is reported `not_applicable`.
 //!
+//! # Shelf prices
+//!
+//! [`shelf_price`] prices one unit with the automatic item-level promotions only (no
+//! coupons, no cart-level or shipping promotions), with the same stacking and clamping,
+//! so `GET /v1/prices` can show the promotional price the moment a promotion starts or
+//! ends.
+//!
 //! # Performance
 //!
 //! [`PromotionSet::compile`] indexes promotions by SKU and category; evaluation looks at
@@ -145,9 +152,9 @@ pub mod synthetic;
 mod tests;
 
 pub use eval::{
-    evaluate, AppliedPromotion, CartContext, CartLine, Clamp, CouponInput, CouponOutcome,
-    CouponStatus, EvalError, Evaluation, LineDiscount, PricedLine, Totals, MAX_CART_MINOR,
-    MAX_LINES, MAX_QUANTITY, MAX_UNIT_PRICE_MINOR,
+    evaluate, shelf_price, AppliedPromotion, CartContext, CartLine, Clamp, CouponInput,
+    CouponOutcome, CouponStatus, EvalError, Evaluation, LineDiscount, PricedLine, ShelfPrice,
+    Totals, MAX_CART_MINOR, MAX_LINES, MAX_QUANTITY, MAX_UNIT_PRICE_MINOR,
 };
 pub use model::{
     normalize_coupon_code, BundleComponent, Conditions, CouponRule, Invalid, Level, Promotion,

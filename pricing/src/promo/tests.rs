@@ -1065,27 +1065,36 @@ fn arb_promotion(index: usize) -> impl Strategy<Value = Promotion> {
         proptest::bool::weighted(0.15),
         proptest::option::of(0usize..3),
         proptest::option::of(0usize..8),
+        proptest::bool::weighted(0.3),
     )
-        .prop_map(move |(rule, target, priority, exclusive, group, never)| {
-            let target = match (&rule, target) {
-                (Rule::Bundle { .. }, _) | (_, None) => Target::All,
-                (_, Some(indexes)) => Target::Skus {
-                    skus: indexes.into_iter().map(pool_sku).collect(),
-                },
-            };
-            let mut p = promo(&format!("P{index}"), target, rule);
-            p.stacking = Stacking {
-                priority,
-                exclusive,
-                group: group.map(|g| format!("g{g}")),
-                never_with: never
-                    .filter(|n| *n != index)
-                    .map(|n| format!("P{n}"))
-                    .into_iter()
-                    .collect(),
-            };
-            p
-        })
+        .prop_map(
+            move |(rule, target, priority, exclusive, group, never, coupon)| {
+                let target = match (&rule, target) {
+                    (Rule::Bundle { .. }, _) | (_, None) => Target::All,
+                    (_, Some(indexes)) => Target::Skus {
+                        skus: indexes.into_iter().map(pool_sku).collect(),
+                    },
+                };
+                let mut p = promo(&format!("P{index}"), target, rule);
+                p.stacking = Stacking {
+                    priority,
+                    exclusive,
+                    group: group.map(|g| format!("g{g}")),
+                    never_with: never
+                        .filter(|n| *n != index)
+                        .map(|n| format!("P{n}"))
+                        .into_iter()
+                        .collect(),
+                };
+                if coupon {
+                    p.coupon = Some(CouponRule {
+                        codes: vec![format!("C{index}")],
+                        ..CouponRule::default()
+                    });
+                }
+                p
+            },
+        )
 }
 
 fn arb_set() -> impl Strategy<Value = PromotionSet> {
@@ -1137,11 +1146,28 @@ fn arb_cart() -> impl Strategy<Value = Vec<CartLine>> {
     })
 }
 
+fn arb_coupons() -> impl Strategy<Value = Vec<CouponInput>> {
+    proptest::sample::subsequence((0..8).collect::<Vec<usize>>(), 0..=8)
+        .prop_map(|codes| {
+            codes
+                .into_iter()
+                .map(|i| CouponInput::new(&format!("c{i}")))
+                .collect::<Vec<_>>()
+        })
+        .prop_shuffle()
+}
+
 proptest! {
     #[test]
-    fn evaluation_invariants(set in arb_set(), cart in arb_cart(), shipping in 0i64..1_000) {
+    fn evaluation_invariants(
+        set in arb_set(),
+        cart in arb_cart(),
+        shipping in 0i64..1_000,
+        coupons in arb_coupons(),
+    ) {
         let mut context = ctx();
         context.shipping_fee_minor = shipping;
+        context.coupons = coupons;
         let e = evaluate(&set, &cart, &context).unwrap();
         let t = e.totals;
         prop_assert!(t.total_minor >= 0 && t.merchandise_minor >= 0 && t.shipping_minor >= 0);
@@ -1170,13 +1196,17 @@ proptest! {
     }
 
     #[test]
-    fn evaluation_is_deterministic_and_ignores_line_order(
+    fn evaluation_is_deterministic_and_ignores_line_and_coupon_order(
         set in arb_set(),
         (cart, shuffled) in arb_cart().prop_flat_map(|c| (Just(c.clone()), Just(c).prop_shuffle())),
+        (coupons, shuffled_coupons) in arb_coupons().prop_flat_map(|c| (Just(c.clone()), Just(c).prop_shuffle())),
     ) {
-        let first = evaluate(&set, &cart, &ctx()).unwrap();
-        prop_assert_eq!(&first, &evaluate(&set, &cart, &ctx()).unwrap());
-        prop_assert_eq!(&first, &evaluate(&set, &shuffled, &ctx()).unwrap());
+        let mut context = ctx();
+        context.coupons = coupons;
+        let first = evaluate(&set, &cart, &context).unwrap();
+        prop_assert_eq!(&first, &evaluate(&set, &cart, &context).unwrap());
+        context.coupons = shuffled_coupons;
+        prop_assert_eq!(&first, &evaluate(&set, &shuffled, &context).unwrap());
     }
 }
 
@@ -1187,4 +1217,39 @@ fn carts_too_large_to_sum_safely_are_rejected() {
         .map(|i| line(&format!("H{i}"), MAX_QUANTITY, MAX_UNIT_PRICE_MINOR, 0))
         .collect();
     assert_eq!(evaluate(&set, &huge, &ctx()), Err(EvalError::Overflow));
+}
+
+#[test]
+fn shelf_price_uses_automatic_item_promotions_only() {
+    let mut coupon = percent("COUPON", Target::All, 5_000);
+    coupon.coupon = Some(CouponRule {
+        codes: vec!["HALF".into()],
+        ..CouponRule::default()
+    });
+    let mut flash = percent("FLASH", skus(&["A"]), 2_000);
+    flash.conditions.ends_at_ms = Some(NOW + 1);
+    let set = compile(vec![
+        flash,
+        coupon,
+        cart_amount(0, 100),
+        buy_2_get_1_promo(),
+    ]);
+    let mut context = ctx();
+    context.coupons = vec![CouponInput::new("HALF")];
+    let shelf = shelf_price(&set, &line("A", 7, 1_000, 0), &context).unwrap();
+    assert_eq!(shelf.unit_price_minor, 800);
+    let ids: Vec<&str> = shelf.promotions.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, vec!["FLASH"]);
+
+    // The moment the flash sale ends, the shelf price is back.
+    context.now_ms = NOW + 1;
+    let shelf = shelf_price(&set, &line("A", 1, 1_000, 0), &context).unwrap();
+    assert_eq!(shelf.unit_price_minor, 1_000);
+    assert!(shelf.promotions.is_empty());
+
+    // Clamped at the floor like a quote.
+    context.now_ms = NOW;
+    let shelf = shelf_price(&set, &line("A", 1, 1_000, 900), &context).unwrap();
+    assert_eq!(shelf.unit_price_minor, 900);
+    assert!(shelf.clamped);
 }
