@@ -1,0 +1,367 @@
+//! The decision pipeline: accepted events, in log order, through normalise/enrich
+//! ([`apply`]), features, price candidate, guardrails, forecast and promotion policy
+//! ([`decide`]) to decision records ([`crate::audit`]) and published deltas
+//! ([`crate::publish`]).
+//!
+//! [`Pipeline::process_batch`] takes up to `batch_size` pending events and, in one
+//! SQLite transaction, folds them into their SKUs' state, decides once per touched SKU
+//! (SKUs are independent; events of one SKU are applied in log order), appends a
+//! decision record for every SKU whose published entry, status or alerts changed,
+//! marks the events processed and advances the snapshot version. After the commit the
+//! changed entries go out as one delta. A crash before the commit redoes the batch; a
+//! crash after it resyncs the edge with a full snapshot at start-up
+//! ([`Pipeline::resync`]), so nothing is applied twice and nothing is lost.
+
+mod apply;
+pub mod config;
+pub mod decide;
+
+pub use apply::apply_event;
+pub use config::{CategoryRules, PipelineConfig};
+pub use decide::{decide, Alert, Decision, DecisionRecord, DecisionStatus};
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use edgeprice_pricing::{PriceEntry, Sku};
+use edgeprice_schemas::codec::{DeltaData, SnapshotData};
+use rusqlite::Connection;
+use tracing::{info, warn};
+
+use crate::audit;
+use crate::publish::{PublishError, Publisher};
+use crate::store::{self, EventLog, SkuState, StoreError};
+
+const VERSION_KEY: &str = "published_version";
+
+/// Why a batch failed. Storage errors leave the batch unprocessed (it is redone);
+/// publishing errors never fail a batch: the edge is resynced later.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid pipeline config: {0}")]
+    Config(String),
+    #[error("unknown SKU {0}")]
+    UnknownSku(String),
+    #[error("cannot encode a decision record: {0}")]
+    Encode(String),
+}
+
+impl PipelineError {
+    /// The API error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PipelineError::Store(e) => e.code(),
+            PipelineError::Config(_) => "invalid_config",
+            PipelineError::UnknownSku(_) => "unknown_sku",
+            PipelineError::Encode(_) => "encode_failed",
+        }
+    }
+}
+
+impl From<rusqlite::Error> for PipelineError {
+    fn from(e: rusqlite::Error) -> Self {
+        PipelineError::Store(e.into())
+    }
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    pub events: usize,
+    pub decisions: usize,
+    /// Entries published in the batch's delta.
+    pub published: usize,
+    /// The snapshot version after the batch.
+    pub version: u64,
+    /// Whether the edge took the update (false: it will be resynced).
+    pub edge_in_sync: bool,
+}
+
+/// The pipeline over one data directory, publishing to one [`Publisher`].
+pub struct Pipeline<P: Publisher> {
+    conn: Connection,
+    config: PipelineConfig,
+    publisher: P,
+    /// Last snapshot version assigned.
+    version: u64,
+    /// False until the edge has our full table (at start-up, after a failed publish).
+    edge_in_sync: bool,
+}
+
+impl<P: Publisher> std::fmt::Debug for Pipeline<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("version", &self.version)
+            .field("edge_in_sync", &self.edge_in_sync)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Publisher> Pipeline<P> {
+    /// Opens the pipeline's connection to the data directory.
+    pub fn open(
+        data_dir: &Path,
+        config: PipelineConfig,
+        publisher: P,
+    ) -> Result<Pipeline<P>, PipelineError> {
+        config.validate().map_err(PipelineError::Config)?;
+        let conn = store::open(data_dir)?;
+        let version = store::meta_get(&conn, VERSION_KEY)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok(Pipeline {
+            conn,
+            config,
+            publisher,
+            version,
+            edge_in_sync: false,
+        })
+    }
+
+    /// The last snapshot version assigned.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Whether the edge has everything decided so far.
+    pub fn edge_in_sync(&self) -> bool {
+        self.edge_in_sync
+    }
+
+    /// Read access to the database (decisions, dead letters, state).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Sends the edge a full snapshot of every SKU's current entry, at a version past
+    /// both ours and the edge's.
+    pub fn resync(&mut self, now_ms: i64) -> Result<bool, PipelineError> {
+        let entries = SkuState::all_published(&self.conn)?;
+        let mut version = self.version + 1;
+        for _attempt in 0..2 {
+            let snapshot = SnapshotData {
+                version,
+                created_at_ms: now_ms,
+                entries: entries.clone(),
+            };
+            match self.publisher.publish_snapshot(snapshot) {
+                Ok(edge_version) => {
+                    self.set_version(edge_version.max(version))?;
+                    self.edge_in_sync = true;
+                    info!(
+                        version,
+                        entries = entries.len(),
+                        "edge resynced with a full snapshot"
+                    );
+                    return Ok(true);
+                }
+                Err(err) => match err.current_version() {
+                    Some(current) => version = current.max(version) + 1,
+                    None => {
+                        warn!(error = %err, code = err.code(), "edge resync failed; will retry");
+                        self.edge_in_sync = false;
+                        return Ok(false);
+                    }
+                },
+            }
+        }
+        self.edge_in_sync = false;
+        Ok(false)
+    }
+
+    fn set_version(&mut self, version: u64) -> Result<(), PipelineError> {
+        store::meta_set(&self.conn, VERSION_KEY, &version.to_string())?;
+        self.version = version;
+        Ok(())
+    }
+
+    /// Processes up to `batch_size` pending events (see the module docs). Returns an
+    /// empty report when there was nothing to do.
+    pub fn process_batch(&mut self, now_ms: i64) -> Result<BatchReport, PipelineError> {
+        if !self.edge_in_sync {
+            self.resync(now_ms)?;
+        }
+        let events = EventLog::pending(&self.conn, self.config.batch_size)?;
+        if events.is_empty() {
+            return Ok(BatchReport {
+                version: self.version,
+                edge_in_sync: self.edge_in_sync,
+                ..BatchReport::default()
+            });
+        }
+        let version = self.version + 1;
+        let tx = self.conn.transaction()?;
+        let mut states: HashMap<Sku, Option<SkuState>> = HashMap::new();
+        // SKUs in order of their first event in the batch, with their events' ids and
+        // the alerts raised while applying them.
+        let mut touched: Vec<(Sku, Vec<String>, Vec<Alert>)> = Vec::new();
+        let mut position: HashMap<Sku, usize> = HashMap::new();
+        let mut seqs = Vec::with_capacity(events.len());
+        for stored in &events {
+            let sku = stored.event.sku();
+            if !states.contains_key(sku) {
+                states.insert(sku.clone(), SkuState::load(&tx, sku)?);
+            }
+            let state = states.get_mut(sku).expect("loaded above");
+            let category = match (&*state, &stored.event) {
+                (Some(s), _) => s.category.clone(),
+                (None, crate::feeds::FeedEvent::Catalog(c)) => c.category.clone(),
+                (None, _) => String::new(),
+            };
+            let alerts = apply_event(state, &stored.event, self.config.rules_for(&category));
+            let index = *position.entry(sku.clone()).or_insert_with(|| {
+                touched.push((sku.clone(), Vec::new(), Vec::new()));
+                touched.len() - 1
+            });
+            touched[index].1.push(stored.event.event_id().to_owned());
+            touched[index].2.extend(alerts);
+            seqs.push(stored.seq);
+        }
+        let mut upserts: Vec<PriceEntry> = Vec::new();
+        let mut decisions = 0;
+        for (sku, event_ids, apply_alerts) in touched {
+            let Some(state) = states.get_mut(&sku).and_then(Option::as_mut) else {
+                // Ingestion refuses events for unknown SKUs; nothing to decide.
+                continue;
+            };
+            let rules = self.config.rules_for(&state.category).clone();
+            let mut decision = decide(
+                state,
+                &rules,
+                &self.config.rule_set_version,
+                now_ms,
+                version,
+                event_ids,
+            );
+            decision.record.alerts.splice(0..0, apply_alerts);
+            let changed = match (&decision.entry, &state.published) {
+                (Some(new), Some(old)) => !same_entry(new, old),
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            let noteworthy = changed
+                || !decision.record.alerts.is_empty()
+                || decision.record.status != DecisionStatus::Published;
+            if noteworthy {
+                let record = serde_json::to_string(&decision.record)
+                    .map_err(|e| PipelineError::Encode(e.to_string()))?;
+                audit::append(&tx, sku.as_str(), now_ms, &record)?;
+                decisions += 1;
+                for alert in &decision.record.alerts {
+                    warn!(sku = %sku, kind = %alert.kind, message = %alert.message, "alert");
+                }
+            }
+            if changed {
+                if let Some(entry) = decision.entry {
+                    state.published = Some(entry.clone());
+                    upserts.push(entry);
+                }
+            }
+            state.save(&tx)?;
+        }
+        EventLog::mark_processed(&tx, &seqs)?;
+        if !upserts.is_empty() {
+            store::meta_set(&tx, VERSION_KEY, &version.to_string())?;
+        }
+        tx.commit()?;
+        let published = upserts.len();
+        if !upserts.is_empty() {
+            self.version = version;
+            self.publish(version, now_ms, upserts)?;
+        }
+        Ok(BatchReport {
+            events: events.len(),
+            decisions,
+            published,
+            version: self.version,
+            edge_in_sync: self.edge_in_sync,
+        })
+    }
+
+    fn publish(
+        &mut self,
+        version: u64,
+        now_ms: i64,
+        upserts: Vec<PriceEntry>,
+    ) -> Result<(), PipelineError> {
+        if !self.edge_in_sync {
+            // The resync carries these entries too.
+            self.resync(now_ms)?;
+            return Ok(());
+        }
+        let delta = DeltaData {
+            base_version: version - 1,
+            version,
+            created_at_ms: now_ms,
+            upserts,
+            removals: Vec::new(),
+        };
+        match self.publisher.publish_delta(delta) {
+            Ok(_) => Ok(()),
+            Err(
+                err @ (PublishError::VersionConflict { .. }
+                | PublishError::Stale { .. }
+                | PublishError::NoBase),
+            ) => {
+                info!(error = %err, "edge is elsewhere; resyncing with a full snapshot");
+                self.resync(now_ms)?;
+                Ok(())
+            }
+            Err(err) => {
+                warn!(error = %err, code = err.code(), version, "publishing failed; the edge will be resynced");
+                self.edge_in_sync = false;
+                Ok(())
+            }
+        }
+    }
+
+    /// Processes batches until no event is pending.
+    pub fn process_all(&mut self, now_ms: i64) -> Result<BatchReport, PipelineError> {
+        let mut total = BatchReport::default();
+        loop {
+            let report = self.process_batch(now_ms)?;
+            total.events += report.events;
+            total.decisions += report.decisions;
+            total.published += report.published;
+            total.version = report.version;
+            total.edge_in_sync = report.edge_in_sync;
+            if report.events == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The decision records of a SKU, newest first.
+    pub fn decisions_for(
+        &self,
+        sku: &str,
+        limit: usize,
+    ) -> Result<Vec<DecisionRecord>, PipelineError> {
+        audit::records_for(&self.conn, sku, limit)?
+            .into_iter()
+            .map(|entry| {
+                serde_json::from_str(&entry.record).map_err(|e| {
+                    PipelineError::Store(StoreError::Corrupt(format!(
+                        "audit record {}: {e}",
+                        entry.seq
+                    )))
+                })
+            })
+            .collect()
+    }
+
+    /// The SKU's state.
+    pub fn sku_state(&self, sku: &Sku) -> Result<Option<SkuState>, PipelineError> {
+        Ok(SkuState::load(&self.conn, sku)?)
+    }
+}
+
+/// Entries equal apart from the revision that published them.
+fn same_entry(a: &PriceEntry, b: &PriceEntry) -> bool {
+    PriceEntry {
+        revision: b.revision,
+        ..a.clone()
+    } == *b
+}
