@@ -46,6 +46,8 @@ pub enum PipelineError {
     UnknownSku(String),
     #[error("cannot encode a decision record: {0}")]
     Encode(String),
+    #[error("{0}")]
+    NothingPending(&'static str),
 }
 
 impl PipelineError {
@@ -56,6 +58,7 @@ impl PipelineError {
             PipelineError::Config(_) => "invalid_config",
             PipelineError::UnknownSku(_) => "unknown_sku",
             PipelineError::Encode(_) => "encode_failed",
+            PipelineError::NothingPending(_) => "nothing_pending",
         }
     }
 }
@@ -226,39 +229,15 @@ impl<P: Publisher> Pipeline<P> {
                 // Ingestion refuses events for unknown SKUs; nothing to decide.
                 continue;
             };
-            let rules = self.config.rules_for(&state.category).clone();
-            let mut decision = decide(
-                state,
-                &rules,
-                &self.config.rule_set_version,
-                now_ms,
-                version,
+            let trigger = Trigger {
                 event_ids,
-            );
-            decision.record.alerts.splice(0..0, apply_alerts);
-            let changed = match (&decision.entry, &state.published) {
-                (Some(new), Some(old)) => !same_entry(new, old),
-                (Some(_), None) => true,
-                (None, _) => false,
+                alerts: apply_alerts,
+                always_record: false,
             };
-            let noteworthy = changed
-                || !decision.record.alerts.is_empty()
-                || decision.record.status != DecisionStatus::Published;
-            if noteworthy {
-                let record = serde_json::to_string(&decision.record)
-                    .map_err(|e| PipelineError::Encode(e.to_string()))?;
-                audit::append(&tx, sku.as_str(), now_ms, &record)?;
-                decisions += 1;
-                for alert in &decision.record.alerts {
-                    warn!(sku = %sku, kind = %alert.kind, message = %alert.message, "alert");
-                }
-            }
-            if changed {
-                if let Some(entry) = decision.entry {
-                    state.published = Some(entry.clone());
-                    upserts.push(entry);
-                }
-            }
+            let (entry, recorded) =
+                decide_and_record(&tx, &self.config, state, now_ms, version, trigger)?;
+            decisions += usize::from(recorded);
+            upserts.extend(entry);
             state.save(&tx)?;
         }
         EventLog::mark_processed(&tx, &seqs)?;
@@ -333,6 +312,91 @@ impl<P: Publisher> Pipeline<P> {
         }
     }
 
+    /// High-risk categories: approves the SKU's pending dynamic price. It becomes the
+    /// SKU's regular candidate (still guarded) until another suggestion is approved.
+    pub fn approve_suggestion(
+        &mut self,
+        sku: &Sku,
+        now_ms: i64,
+    ) -> Result<DecisionRecord, PipelineError> {
+        self.admin_decision(sku, now_ms, "admin:approve_suggestion", |state| {
+            let suggestion =
+                state
+                    .pending_suggestion
+                    .take()
+                    .ok_or(PipelineError::NothingPending(
+                        "no price suggestion is pending",
+                    ))?;
+            state.approved_price_minor = Some(suggestion.price_minor);
+            Ok(())
+        })
+    }
+
+    /// Accepts (applies) or rejects the cost held for review; either way the discount
+    /// cap is lifted.
+    pub fn resolve_held_cost(
+        &mut self,
+        sku: &Sku,
+        accept: bool,
+        now_ms: i64,
+    ) -> Result<DecisionRecord, PipelineError> {
+        let action = if accept {
+            "admin:accept_held_cost"
+        } else {
+            "admin:reject_held_cost"
+        };
+        self.admin_decision(sku, now_ms, action, |state| {
+            let held = state
+                .held_cost
+                .take()
+                .ok_or(PipelineError::NothingPending("no cost is held for review"))?;
+            if accept {
+                state.cost_minor = Some(held.cost_minor);
+                state.cost_history.push(store::CostPoint {
+                    cost_minor: held.cost_minor,
+                    vendor: held.vendor,
+                    effective_at_ms: held.effective_at_ms,
+                });
+            }
+            state.discount_cap_minor = None;
+            Ok(())
+        })
+    }
+
+    fn admin_decision(
+        &mut self,
+        sku: &Sku,
+        now_ms: i64,
+        action: &str,
+        change: impl FnOnce(&mut SkuState) -> Result<(), PipelineError>,
+    ) -> Result<DecisionRecord, PipelineError> {
+        let version = self.version + 1;
+        let tx = self.conn.transaction()?;
+        let mut state =
+            SkuState::load(&tx, sku)?.ok_or_else(|| PipelineError::UnknownSku(sku.to_string()))?;
+        change(&mut state)?;
+        let trigger = Trigger {
+            event_ids: vec![action.to_owned()],
+            alerts: Vec::new(),
+            always_record: true,
+        };
+        let (entry, _) =
+            decide_and_record(&tx, &self.config, &mut state, now_ms, version, trigger)?;
+        state.save(&tx)?;
+        if entry.is_some() {
+            store::meta_set(&tx, VERSION_KEY, &version.to_string())?;
+        }
+        tx.commit()?;
+        info!(sku = %sku, action, "admin decision recorded");
+        if let Some(entry) = entry {
+            self.version = version;
+            self.publish(version, now_ms, vec![entry])?;
+        }
+        self.decisions_for(sku.as_str(), 1)?
+            .pop()
+            .ok_or_else(|| PipelineError::UnknownSku(sku.to_string()))
+    }
+
     /// The decision records of a SKU, newest first.
     pub fn decisions_for(
         &self,
@@ -356,6 +420,70 @@ impl<P: Publisher> Pipeline<P> {
     pub fn sku_state(&self, sku: &Sku) -> Result<Option<SkuState>, PipelineError> {
         Ok(SkuState::load(&self.conn, sku)?)
     }
+}
+
+/// What led to a decision.
+struct Trigger {
+    /// Ids of the events (or the admin action) behind it.
+    event_ids: Vec<String>,
+    /// Alerts raised while applying the events.
+    alerts: Vec<Alert>,
+    /// Record the decision even if nothing changed (admin actions).
+    always_record: bool,
+}
+
+/// Decides for one SKU inside the caller's transaction: appends a decision record when
+/// the published entry, the pending suggestion or the alerts changed, and updates the
+/// state's published entry. Returns the entry to publish if it changed, and whether a
+/// record was written.
+fn decide_and_record(
+    tx: &Connection,
+    config: &PipelineConfig,
+    state: &mut SkuState,
+    now_ms: i64,
+    version: u64,
+    trigger: Trigger,
+) -> Result<(Option<PriceEntry>, bool), PipelineError> {
+    let rules = config.rules_for(&state.category).clone();
+    let suggestion_before = state.pending_suggestion.as_ref().map(|s| s.price_minor);
+    let mut decision = decide(
+        state,
+        &rules,
+        &config.rule_set_version,
+        now_ms,
+        version,
+        trigger.event_ids,
+    );
+    decision.record.alerts.splice(0..0, trigger.alerts);
+    let changed = match (&decision.entry, &state.published) {
+        (Some(new), Some(old)) => !same_entry(new, old),
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let suggestion_changed =
+        state.pending_suggestion.as_ref().map(|s| s.price_minor) != suggestion_before;
+    let noteworthy = trigger.always_record
+        || changed
+        || suggestion_changed
+        || !decision.record.alerts.is_empty()
+        || decision.record.status == DecisionStatus::Held;
+    let sku = state.sku.as_str();
+    if noteworthy {
+        let record = serde_json::to_string(&decision.record)
+            .map_err(|e| PipelineError::Encode(e.to_string()))?;
+        audit::append(tx, sku, now_ms, &record)?;
+        for alert in &decision.record.alerts {
+            warn!(sku, kind = %alert.kind, message = %alert.message, "alert");
+        }
+    }
+    let entry = match decision.entry {
+        Some(entry) if changed => {
+            state.published = Some(entry.clone());
+            Some(entry)
+        }
+        _ => None,
+    };
+    Ok((entry, noteworthy))
 }
 
 /// Entries equal apart from the revision that published them.

@@ -1,0 +1,168 @@
+//! Publishing to a remote edge over HTTP: a real edge server on an ephemeral port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgeprice_control::feeds::FeedKind;
+use edgeprice_control::pipeline::{Pipeline, PipelineConfig};
+use edgeprice_control::publish::{HttpPublisher, PublishError, Publisher};
+use edgeprice_control::store::{Ingestor, Submission};
+use edgeprice_pricing::{Currency, PriceEntry, PriceKey, Sku};
+use edgeprice_schemas::codec::{DeltaData, SnapshotData};
+use edgeprice_server::http::{serve, ServerHandle};
+use edgeprice_server::metrics::Metrics;
+use edgeprice_server::{Api, ApiConfig, SnapshotStore, Update};
+
+const NOW: i64 = 1_790_000_040_000;
+const TOKEN: &str = "edge-admin-secret";
+
+fn edge() -> (Arc<SnapshotStore>, ServerHandle) {
+    let store = Arc::new(SnapshotStore::open(None).unwrap());
+    let api = Api::new(
+        store.clone(),
+        Arc::new(Metrics::new(1)),
+        ApiConfig {
+            admin_token: Some(TOKEN.into()),
+            ..ApiConfig::default()
+        },
+    );
+    let handle = serve("127.0.0.1:0".parse().unwrap(), 1, Arc::new(api)).unwrap();
+    (store, handle)
+}
+
+fn publisher(addr: SocketAddr, token: &str) -> HttpPublisher {
+    HttpPublisher::new(addr, token, Duration::from_secs(5)).unwrap()
+}
+
+fn entry(sku: &str, price: i64) -> PriceEntry {
+    PriceEntry {
+        key: PriceKey::chain_wide(Sku::new(sku).unwrap()),
+        currency: Currency::EUR,
+        list_price_minor: price,
+        price_minor: price,
+        floor_minor: price,
+        promotion: None,
+        valid_from_ms: None,
+        valid_until_ms: None,
+        revision: 1,
+    }
+}
+
+fn edge_price(store: &SnapshotStore, sku: &str) -> Option<(i64, i64)> {
+    let guard = store.load();
+    let snapshot = guard.as_ref()?;
+    let found = snapshot.entries().find(|e| e.key.sku.as_str() == sku);
+    found.map(|e| (e.price_minor, e.floor_minor))
+}
+
+#[test]
+fn the_edge_answers_are_mapped_onto_publish_errors() {
+    let (_store, handle) = edge();
+    let addr = handle.local_addr();
+    let delta = DeltaData {
+        base_version: 1,
+        version: 2,
+        created_at_ms: NOW,
+        upserts: vec![entry("A", 100)],
+        removals: Vec::new(),
+    };
+    let wrong = publisher(addr, "wrong-token").publish_delta(delta.clone());
+    assert!(
+        matches!(wrong, Err(PublishError::Rejected { status: 401, .. })),
+        "{wrong:?}"
+    );
+    let right = publisher(addr, TOKEN);
+    assert_eq!(
+        right.publish_delta(delta.clone()),
+        Err(PublishError::NoBase)
+    );
+    let snapshot = SnapshotData {
+        version: 5,
+        created_at_ms: NOW,
+        entries: vec![entry("A", 100)],
+    };
+    assert_eq!(right.publish_snapshot(snapshot.clone()), Ok(5));
+    assert_eq!(
+        right.publish_snapshot(snapshot),
+        Err(PublishError::Stale { current_version: 5 })
+    );
+    assert_eq!(
+        right.publish_delta(delta),
+        Err(PublishError::VersionConflict { current_version: 5 })
+    );
+    handle.shutdown();
+    let gone = right.publish_delta(DeltaData {
+        base_version: 5,
+        version: 6,
+        created_at_ms: NOW,
+        upserts: Vec::new(),
+        removals: Vec::new(),
+    });
+    assert!(
+        matches!(gone, Err(PublishError::Unavailable(_))),
+        "{gone:?}"
+    );
+}
+
+#[test]
+fn the_pipeline_publishes_over_http_and_resyncs_an_edge_that_moved() {
+    let (store, handle) = edge();
+    let dir = tempfile::tempdir().unwrap();
+    let ingestor = Ingestor::start(dir.path(), |_| {}).unwrap();
+    let mut pipeline = Pipeline::open(
+        dir.path(),
+        PipelineConfig::default(),
+        publisher(handle.local_addr(), TOKEN),
+    )
+    .unwrap();
+    let send = |feed, json: String| {
+        ingestor
+            .ingest_blocking(vec![Submission {
+                feed,
+                body: json.into_bytes(),
+            }])
+            .unwrap()
+    };
+    send(
+        FeedKind::Catalog,
+        format!(
+            r#"{{"event_id":"c1","sku":"A","category":"snacks","currency":"EUR","list_price_minor":1500,"tax_rate_bp":2000,"logistics_minor":100,"occurred_at_ms":{NOW}}}"#
+        ),
+    );
+    send(
+        FeedKind::Cost,
+        format!(
+            r#"{{"event_id":"k1","sku":"A","vendor":"v","currency":"EUR","cost_minor":600,"effective_at_ms":{NOW},"occurred_at_ms":{NOW}}}"#
+        ),
+    );
+    let report = pipeline.process_all(NOW).unwrap();
+    assert!(report.edge_in_sync);
+    assert_eq!(edge_price(&store, "A"), Some((1_500, 1_200)));
+
+    // Someone else loads a snapshot at version 100: the next delta conflicts and the
+    // pipeline resyncs past it with everything it has.
+    store
+        .update_blocking(Update::FullData {
+            data: SnapshotData {
+                version: 100,
+                created_at_ms: NOW,
+                entries: vec![entry("OTHER", 5)],
+            },
+            force: false,
+        })
+        .unwrap();
+    send(
+        FeedKind::Cost,
+        format!(
+            r#"{{"event_id":"k2","sku":"A","vendor":"v","currency":"EUR","cost_minor":800,"effective_at_ms":{NOW},"occurred_at_ms":{NOW}}}"#
+        ),
+    );
+    let report = pipeline.process_all(NOW).unwrap();
+    assert!(report.edge_in_sync);
+    assert!(report.version > 100, "{report:?}");
+    assert_eq!(edge_price(&store, "A"), Some((1_543, 1_543)));
+    assert_eq!(edge_price(&store, "OTHER"), None);
+    assert_eq!(store.load().as_ref().unwrap().version(), report.version);
+    handle.shutdown();
+}
