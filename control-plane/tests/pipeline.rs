@@ -342,6 +342,22 @@ fn a_cost_anomaly_is_held_and_caps_discounts() {
         .unwrap()
         .unwrap();
     assert_eq!(state.held_cost.unwrap().cost_minor, 50);
+
+    // A person accepts the cost: the floor follows it and the cap is lifted.
+    let record = plant
+        .pipeline
+        .as_mut()
+        .unwrap()
+        .resolve_held_cost(&Sku::new("E").unwrap(), true, NOW)
+        .unwrap();
+    assert_eq!(record.inputs.cost_minor, Some(50));
+    let entry = plant.edge_entry("E");
+    assert_eq!(entry.floor_minor, 258);
+    assert_eq!(
+        entry.promotion.unwrap().price_minor,
+        1_200,
+        "the full 40 % applies again"
+    );
 }
 
 #[test]
@@ -362,6 +378,19 @@ fn high_risk_suggestions_wait_for_approval() {
         .unwrap()
         .unwrap();
     assert_eq!(state.pending_suggestion.unwrap().price_minor, 2_700);
+
+    let pipeline = plant.pipeline.as_mut().unwrap();
+    let sku = Sku::new("W").unwrap();
+    let approved = pipeline.approve_suggestion(&sku, NOW).unwrap();
+    assert_eq!(approved.reason_code, "approved_price");
+    assert_eq!(approved.trigger_event_ids, ["admin:approve_suggestion"]);
+    assert_eq!(plant.edge_entry("W").price_minor, 2_700);
+    let again = plant
+        .pipeline
+        .as_mut()
+        .unwrap()
+        .approve_suggestion(&sku, NOW);
+    assert_eq!(again.unwrap_err().code(), "nothing_pending");
 }
 
 #[test]

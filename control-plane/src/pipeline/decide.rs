@@ -22,7 +22,9 @@
 //! `list + surge uplift − overstock clearance`, then competitor matching: if the
 //! lowest competitor is below, go to it (minus `competitor_undercut_minor`) but never
 //! more than `competitor_max_match_bp` below list. High-risk categories publish the list
-//! price (or the last approved price) and keep a dynamic candidate as a suggestion.
+//! price (or the last approved price) and keep a dynamic candidate that differs from
+//! both as a suggestion waiting for approval; when the dynamic candidate is back at the
+//! list price, the approval lapses.
 //!
 //! # Guardrails
 //! [`edgeprice_pricing::guardrail::guard`] with the price at the start of the change
@@ -376,16 +378,27 @@ pub fn decide(
     }
     let mut status = DecisionStatus::Published;
     if rules.high_risk {
-        if candidate != list {
-            state.pending_suggestion = Some(PendingSuggestion {
-                price_minor: candidate,
-                rules: rules_fired.clone(),
-                suggested_at_ms: now_ms,
-            });
+        if candidate == list {
+            // Back at the catalog price a person set: nothing to approve, and an earlier
+            // approval no longer applies.
+            state.pending_suggestion = None;
+            state.approved_price_minor = None;
+        } else if Some(candidate) == state.approved_price_minor {
+            state.pending_suggestion = None;
+        } else {
+            let unchanged = state
+                .pending_suggestion
+                .as_ref()
+                .is_some_and(|p| p.price_minor == candidate);
+            if !unchanged {
+                state.pending_suggestion = Some(PendingSuggestion {
+                    price_minor: candidate,
+                    rules: rules_fired.clone(),
+                    suggested_at_ms: now_ms,
+                });
+            }
             rules_fired.push("awaiting_approval".into());
             status = DecisionStatus::PendingApproval;
-        } else {
-            state.pending_suggestion = None;
         }
         candidate = match state.approved_price_minor {
             Some(approved) => {
