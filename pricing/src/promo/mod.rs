@@ -138,8 +138,13 @@
 //!
 //! [`PromotionSet::compile`] indexes promotions by SKU and category; evaluation looks at
 //! the promotions indexed under the cart's SKUs and categories, the ones that target all
-//! lines, and the cart-level and shipping lists. [`synthetic::promotion_set`] builds a
-//! 10,000-promotion set for benchmarks.
+//! lines, and the cart-level and shipping lists; a promotion's target lines come from
+//! the index, not from a scan. [`synthetic::promotion_set`] builds a 10,000-promotion
+//! set for benchmarks. Measured on the shared 2-core development machine under load
+//! (release build, the `ten_thousand_promotions_twenty_lines_timing` test): a 20-line
+//! cart against 10,000 promotions over 10,000 SKUs takes about 150 µs (p50) with the
+//! explanation and 55 µs without ([`CartContext::explain`]); in the dense case of
+//! 1,000 SKUs (about twenty promotions per SKU) about 420 µs and 130 µs.
 
 mod eval;
 mod model;
