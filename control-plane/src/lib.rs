@@ -9,15 +9,19 @@
 //!   promotion policy → decision record → publish, configurable per category;
 //! - [`audit`]: the hash-chained decision log and its verification;
 //! - [`publish`]: the [`publish::Publisher`] trait (in-process edge or
-//!   [`publish::HttpPublisher`]) with version-conflict resync.
+//!   [`publish::HttpPublisher`]) with version-conflict resync;
+//! - [`runtime`]: [`runtime::ControlPlane`], the ingest writer and the pipeline on
+//!   their threads;
+//! - [`http`]: `POST /v1/feeds/{feed}` with per-source tokens and rate limits.
 //!
-//! Embedding: start an [`store::Ingestor`] and a [`pipeline::Pipeline`] on the same data
-//! directory; feed raw events to the ingestor; call
-//! [`pipeline::Pipeline::process_batch`] from one thread whenever the ingestor reports a
-//! commit.
+//! Embedding (`edgeprice up`): implement [`publish::Publisher`] for the edge's snapshot
+//! store, call [`runtime::ControlPlane::start`] with it, and serve feeds with
+//! [`http::IngestServer::start`] on [`runtime::ControlPlane::ingestor`].
 
 pub mod audit;
 pub mod feeds;
+pub mod http;
 pub mod pipeline;
 pub mod publish;
+pub mod runtime;
 pub mod store;

@@ -1,0 +1,247 @@
+//! Running the control plane: the ingest writer and the pipeline on their own threads.
+//!
+//! [`ControlPlane::start`] opens the data directory, starts the [`Ingestor`] (group
+//! commit) and the pipeline thread, which resyncs the edge with a full snapshot, then
+//! processes events whenever the ingestor commits some (and at least every
+//! [`RuntimeConfig::tick_ms`], which also retries an edge that was unreachable).
+//! Admin calls go to the pipeline thread over a channel, so one thread owns the
+//! pipeline's connection.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use edgeprice_pricing::Sku;
+use serde::{Deserialize, Serialize};
+use tracing::{error, info};
+
+use crate::pipeline::{BatchReport, DecisionRecord, Pipeline, PipelineConfig, PipelineError};
+use crate::publish::Publisher;
+use crate::store::{Ingestor, StoreError};
+
+/// How the control plane runs (the `[control]` table of the config file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuntimeConfig {
+    /// Where `control.db` lives.
+    pub data_dir: PathBuf,
+    /// Longest wait between two pipeline runs when no event arrives, milliseconds.
+    pub tick_ms: u64,
+    /// The decision pipeline's rules.
+    pub pipeline: PipelineConfig,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            data_dir: PathBuf::from("data/control"),
+            tick_ms: 1_000,
+            pipeline: PipelineConfig::default(),
+        }
+    }
+}
+
+enum Command {
+    Wake,
+    Stop,
+    Approve {
+        sku: Sku,
+        reply_tx: mpsc::Sender<Result<DecisionRecord, PipelineError>>,
+    },
+    ResolveCost {
+        sku: Sku,
+        accept: bool,
+        reply_tx: mpsc::Sender<Result<DecisionRecord, PipelineError>>,
+    },
+    Decisions {
+        sku: String,
+        limit: usize,
+        reply_tx: mpsc::Sender<Result<Vec<DecisionRecord>, PipelineError>>,
+    },
+    Flush {
+        reply_tx: mpsc::Sender<Result<BatchReport, PipelineError>>,
+    },
+}
+
+/// A running control plane. Dropping it stops both threads after the work in hand.
+#[derive(Debug)]
+pub struct ControlPlane {
+    ingestor: Option<Arc<Ingestor>>,
+    commands_tx: Option<mpsc::Sender<Command>>,
+    pipeline_jh: Option<JoinHandle<()>>,
+    data_dir: PathBuf,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl ControlPlane {
+    /// Starts ingestion and the pipeline over `config.data_dir`, publishing to
+    /// `publisher` (the in-process edge of `edgeprice up`, or [`crate::publish::HttpPublisher`]).
+    pub fn start<P: Publisher + 'static>(
+        config: RuntimeConfig,
+        publisher: P,
+    ) -> Result<ControlPlane, PipelineError> {
+        let mut pipeline = Pipeline::open(&config.data_dir, config.pipeline.clone(), publisher)?;
+        let (commands_tx, commands_rx) = mpsc::channel();
+        let wake_tx = commands_tx.clone();
+        // One wake-up in flight at a time: commits arriving while the pipeline works are
+        // picked up by the batch it runs next.
+        let wake_pending = Arc::new(AtomicBool::new(false));
+        let wake_flag = Arc::clone(&wake_pending);
+        let ingestor = Ingestor::start(&config.data_dir, move |_seq| {
+            if !wake_flag.swap(true, Ordering::AcqRel) {
+                let _ = wake_tx.send(Command::Wake);
+            }
+        })?;
+        let tick = Duration::from_millis(config.tick_ms.max(1));
+        let pipeline_jh = std::thread::Builder::new()
+            .name("edgeprice-pipeline".into())
+            .spawn(move || {
+                info!("pipeline started");
+                run(&mut pipeline, &commands_rx, &wake_pending, tick);
+                info!("pipeline stopped");
+            })
+            .map_err(|source| StoreError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+        Ok(ControlPlane {
+            ingestor: Some(Arc::new(ingestor)),
+            commands_tx: Some(commands_tx),
+            pipeline_jh: Some(pipeline_jh),
+            data_dir: config.data_dir,
+        })
+    }
+
+    /// Where accepted events go (shared with the HTTP ingestion server).
+    pub fn ingestor(&self) -> Arc<Ingestor> {
+        Arc::clone(self.ingestor.as_ref().expect("running"))
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    fn call<T>(
+        &self,
+        make: impl FnOnce(mpsc::Sender<Result<T, PipelineError>>) -> Command,
+    ) -> Result<T, PipelineError> {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        self.commands_tx
+            .as_ref()
+            .ok_or(PipelineError::Store(StoreError::Stopped))?
+            .send(make(reply_tx))
+            .map_err(|_| PipelineError::Store(StoreError::Stopped))?;
+        reply_rx
+            .recv()
+            .map_err(|_| PipelineError::Store(StoreError::Stopped))?
+    }
+
+    /// Processes every event accepted so far and returns what that did; for tests and
+    /// for a clean shutdown.
+    pub fn flush(&self) -> Result<BatchReport, PipelineError> {
+        self.call(|reply_tx| Command::Flush { reply_tx })
+    }
+
+    /// Approves a high-risk SKU's pending price suggestion.
+    pub fn approve_suggestion(&self, sku: Sku) -> Result<DecisionRecord, PipelineError> {
+        self.call(|reply_tx| Command::Approve { sku, reply_tx })
+    }
+
+    /// Accepts or rejects the cost held for review on a SKU.
+    pub fn resolve_held_cost(
+        &self,
+        sku: Sku,
+        accept: bool,
+    ) -> Result<DecisionRecord, PipelineError> {
+        self.call(|reply_tx| Command::ResolveCost {
+            sku,
+            accept,
+            reply_tx,
+        })
+    }
+
+    /// A SKU's decision records, newest first: why it has its price.
+    pub fn decisions_for(
+        &self,
+        sku: &str,
+        limit: usize,
+    ) -> Result<Vec<DecisionRecord>, PipelineError> {
+        self.call(|reply_tx| Command::Decisions {
+            sku: sku.to_owned(),
+            limit,
+            reply_tx,
+        })
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // Other holders of the ingestor (an HTTP server) keep it alive; the pipeline is
+        // told to stop explicitly because the ingestor's callback holds a sender.
+        self.ingestor.take();
+        if let Some(commands_tx) = self.commands_tx.take() {
+            let _ = commands_tx.send(Command::Stop);
+        }
+        if let Some(pipeline_jh) = self.pipeline_jh.take() {
+            let _ = pipeline_jh.join();
+        }
+    }
+}
+
+fn run<P: Publisher>(
+    pipeline: &mut Pipeline<P>,
+    commands_rx: &mpsc::Receiver<Command>,
+    wake_pending: &AtomicBool,
+    tick: Duration,
+) {
+    let process = |pipeline: &mut Pipeline<P>| {
+        let result = pipeline.process_all(now_ms());
+        if let Err(err) = &result {
+            error!(error = %err, code = err.code(), "pipeline batch failed; it will be retried");
+        }
+        result
+    };
+    let _ = process(pipeline);
+    loop {
+        match commands_rx.recv_timeout(tick) {
+            Ok(Command::Wake) => {
+                wake_pending.store(false, Ordering::Release);
+                let _ = process(pipeline);
+            }
+            Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Ok(Command::Flush { reply_tx }) => {
+                let _ = reply_tx.send(process(pipeline));
+            }
+            Ok(Command::Approve { sku, reply_tx }) => {
+                let _ = reply_tx.send(pipeline.approve_suggestion(&sku, now_ms()));
+            }
+            Ok(Command::ResolveCost {
+                sku,
+                accept,
+                reply_tx,
+            }) => {
+                let _ = reply_tx.send(pipeline.resolve_held_cost(&sku, accept, now_ms()));
+            }
+            Ok(Command::Decisions {
+                sku,
+                limit,
+                reply_tx,
+            }) => {
+                let _ = reply_tx.send(pipeline.decisions_for(&sku, limit));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = process(pipeline);
+            }
+        }
+    }
+}

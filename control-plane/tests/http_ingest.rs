@@ -1,0 +1,318 @@
+//! Feeds over HTTP into a running control plane with an in-process edge: what a
+//! producer sees, and what reaches the edge.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use edgeprice_control::audit;
+use edgeprice_control::feeds::FeedKind;
+use edgeprice_control::http::{FeedSource, IngestHttpConfig, IngestServer};
+use edgeprice_control::runtime::{ControlPlane, RuntimeConfig};
+use edgeprice_control::store::EventLog;
+use edgeprice_server::SnapshotStore;
+
+mod support;
+use support::EdgePublisher;
+
+const POS_TOKEN: &str = "pos-token";
+const SCRAPER_TOKEN: &str = "scraper-token";
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: serde_json::Value,
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> Reply {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    Reply {
+        status,
+        headers: head.to_ascii_lowercase(),
+        body: serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+fn post(addr: SocketAddr, feed: &str, token: &str, body: &str) -> Reply {
+    request(
+        addr,
+        "POST",
+        &format!("/v1/feeds/{feed}"),
+        Some(token),
+        "application/json",
+        body,
+    )
+}
+
+fn post_ndjson(addr: SocketAddr, feed: &str, token: &str, lines: &[String]) -> Reply {
+    request(
+        addr,
+        "POST",
+        &format!("/v1/feeds/{feed}"),
+        Some(token),
+        "application/x-ndjson",
+        &lines.join("\n"),
+    )
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Polls `check` until it holds, for at most five seconds.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn edge_price(edge: &SnapshotStore, sku: &str) -> Option<(i64, i64)> {
+    let guard = edge.load();
+    let snapshot = guard.as_ref()?;
+    let found = snapshot.entries().find(|e| e.key.sku.as_str() == sku);
+    found.map(|e| (e.price_minor, e.floor_minor))
+}
+
+struct Running {
+    control: ControlPlane,
+    server: IngestServer,
+}
+
+fn start(dir: &std::path::Path, edge: &Arc<SnapshotStore>) -> Running {
+    let control = ControlPlane::start(
+        RuntimeConfig {
+            data_dir: dir.to_owned(),
+            ..RuntimeConfig::default()
+        },
+        EdgePublisher(edge.clone()),
+    )
+    .unwrap();
+    let server = IngestServer::start(
+        IngestHttpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            sources: vec![
+                FeedSource {
+                    name: "pos".into(),
+                    token: POS_TOKEN.into(),
+                    ..FeedSource::default()
+                },
+                FeedSource {
+                    name: "scraper".into(),
+                    token: SCRAPER_TOKEN.into(),
+                    feeds: vec![FeedKind::Competitor],
+                    rate_per_s: 1,
+                    burst: 3,
+                },
+            ],
+            ..IngestHttpConfig::default()
+        },
+        control.ingestor(),
+    )
+    .unwrap();
+    Running { control, server }
+}
+
+#[test]
+fn feeds_over_http_change_the_edge_price_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Arc::new(SnapshotStore::open(None).unwrap());
+    let running = start(dir.path(), &edge);
+    let addr = running.server.local_addr();
+    let t = now_ms();
+
+    let catalog = format!(
+        r#"{{"event_id":"cat-1","sku":"A","category":"snacks","currency":"EUR","list_price_minor":1500,"tax_rate_bp":2000,"logistics_minor":100,"occurred_at_ms":{t}}}"#
+    );
+    let reply = post(addr, "catalog", POS_TOKEN, &catalog);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(reply.body["status"], "accepted");
+    assert_eq!(
+        post(addr, "catalog", POS_TOKEN, &catalog).body["status"],
+        "duplicate"
+    );
+
+    let costs = vec![
+        format!(
+            r#"{{"event_id":"cost-1","sku":"A","vendor":"acme","currency":"EUR","cost_minor":600,"effective_at_ms":{t},"occurred_at_ms":{t}}}"#
+        ),
+        String::new(),
+        format!(
+            r#"{{"event_id":"cost-2","sku":"A","vendor":"acme","currency":"EUR","cost_minor":800,"effective_at_ms":{t},"occurred_at_ms":{t}}}"#
+        ),
+    ];
+    let reply = post_ndjson(addr, "cost", POS_TOKEN, &costs);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(
+        (
+            reply.body["accepted"].as_i64(),
+            reply.body["rejected"].as_i64()
+        ),
+        (Some(2), Some(0))
+    );
+    eventually("the cost to reach the edge", || {
+        edge_price(&edge, "A") == Some((1_543, 1_543))
+    });
+
+    // A competitor below the floor cannot pull the price under it.
+    let competitor = format!(
+        r#"{{"event_id":"cmp-1","sku":"A","competitor":"rival","currency":"EUR","price_minor":1300,"occurred_at_ms":{t}}}"#
+    );
+    assert_eq!(
+        post(addr, "competitor", SCRAPER_TOKEN, &competitor).status,
+        202
+    );
+    running.control.flush().unwrap();
+    assert_eq!(edge_price(&edge, "A"), Some((1_543, 1_543)));
+
+    // Refusals a producer sees, all kept as dead letters.
+    let bad = [
+        (
+            "cost",
+            "{\"event_id\":\"x\",".to_owned(),
+            400,
+            "malformed_json",
+        ),
+        (
+            "cost",
+            format!(
+                r#"{{"event_id":"neg","sku":"A","vendor":"acme","currency":"EUR","cost_minor":-5,"effective_at_ms":{t},"occurred_at_ms":{t}}}"#
+            ),
+            400,
+            "negative_amount",
+        ),
+        (
+            "cost",
+            format!(
+                r#"{{"event_id":"unk","sku":"NOPE","vendor":"acme","currency":"EUR","cost_minor":5,"effective_at_ms":{t},"occurred_at_ms":{t}}}"#
+            ),
+            422,
+            "unknown_sku",
+        ),
+        (
+            "cost",
+            format!(
+                r#"{{"sku":"A","vendor":"acme","currency":"EUR","cost_minor":5,"effective_at_ms":{t},"occurred_at_ms":{t}}}"#
+            ),
+            400,
+            "missing_event_id",
+        ),
+    ];
+    for (feed, body, status, code) in &bad {
+        let reply = post(addr, feed, POS_TOKEN, body);
+        assert_eq!(
+            (reply.status, reply.body["error"]["code"].as_str()),
+            (*status, Some(*code)),
+            "{body}"
+        );
+        assert!(reply.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    let mixed = vec![
+        format!(
+            r#"{{"event_id":"inv-1","sku":"A","kind":"on_hand","quantity":40,"occurred_at_ms":{t}}}"#
+        ),
+        format!(
+            r#"{{"event_id":"inv-2","sku":"A","kind":"on_hand","quantity":-4,"occurred_at_ms":{t}}}"#
+        ),
+    ];
+    let reply = post_ndjson(addr, "inventory", POS_TOKEN, &mixed);
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.body["accepted"], 1);
+    assert_eq!(reply.body["results"][1]["code"], "negative_amount");
+    assert!(reply.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("line 2"));
+
+    // Who may send what, and how much.
+    let reply = request(
+        addr,
+        "POST",
+        "/v1/feeds/cost",
+        None,
+        "application/json",
+        &costs[0],
+    );
+    assert_eq!(
+        (reply.status, reply.body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let reply = post(addr, "cost", SCRAPER_TOKEN, &costs[0]);
+    assert_eq!(
+        (reply.status, reply.body["error"]["code"].as_str()),
+        (403, Some("forbidden_feed"))
+    );
+    let reply = post(addr, "prices", POS_TOKEN, &costs[0]);
+    assert_eq!(
+        (reply.status, reply.body["error"]["code"].as_str()),
+        (404, Some("unknown_feed"))
+    );
+    let reply = request(
+        addr,
+        "GET",
+        "/v1/feeds/cost",
+        Some(POS_TOKEN),
+        "application/json",
+        "",
+    );
+    assert_eq!(reply.status, 405);
+    let burst: Vec<String> = (0..4)
+        .map(|i| format!(r#"{{"event_id":"cmp-burst-{i}","sku":"A","competitor":"rival","currency":"EUR","price_minor":1600,"occurred_at_ms":{t}}}"#))
+        .collect();
+    let reply = post_ndjson(addr, "competitor", SCRAPER_TOKEN, &burst);
+    assert_eq!(
+        (reply.status, reply.body["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert!(reply.headers.contains("retry-after:"), "{}", reply.headers);
+
+    // Restart: nothing accepted is lost, nothing is applied twice, the chain verifies.
+    running.control.flush().unwrap();
+    let decisions_before = running.control.decisions_for("A", 100).unwrap().len();
+    drop(running);
+    let running = start(dir.path(), &edge);
+    let addr = running.server.local_addr();
+    assert_eq!(
+        post(addr, "cost", POS_TOKEN, &costs[2]).body["status"],
+        "duplicate"
+    );
+    running.control.flush().unwrap();
+    assert_eq!(edge_price(&edge, "A"), Some((1_543, 1_543)));
+    assert_eq!(
+        running.control.decisions_for("A", 100).unwrap().len(),
+        decisions_before
+    );
+    let conn = rusqlite::Connection::open(dir.path().join("control.db")).unwrap();
+    assert_eq!(EventLog::counts(&conn).unwrap(), (5, 0));
+    assert_eq!(EventLog::dead_letters(&conn, 100).unwrap().len(), 5);
+    assert!(audit::verify(&conn).unwrap().is_intact());
+}
