@@ -73,11 +73,14 @@ struct Report {
     scheduled: u64,
     /// Responses completed in the measured window (2xx or not).
     count: u64,
-    /// Connection and protocol errors (each also costs a reconnect).
+    /// Connection and protocol errors over the whole run (each costs a reconnect).
     errors: u64,
     non_2xx: u64,
     /// Requests still unanswered when the grace period ran out.
     timeouts: u64,
+    /// Responses over the whole run, warm-up included: what the server served while
+    /// this process ran (for CPU time per request).
+    total_responses: u64,
     /// Latency from scheduled send time to complete response.
     p50_us: f64,
     p90_us: f64,
@@ -160,6 +163,34 @@ struct Stats {
     errors: u64,
     non_2xx: u64,
     timeouts: u64,
+    total_responses: u64,
+}
+
+impl Stats {
+    /// Counts one exchange; latency and send lag only for requests in the window.
+    fn record(
+        &mut self,
+        outcome: &anyhow::Result<u16>,
+        recorded: bool,
+        lag: Duration,
+        latency: Duration,
+    ) {
+        match outcome {
+            Ok(_) => self.total_responses += 1,
+            Err(_) => self.errors += 1,
+        }
+        if !recorded {
+            return;
+        }
+        self.scheduled += 1;
+        self.send_lag.saturating_record(lag.as_nanos() as u64);
+        if let Ok(status) = outcome {
+            if !(200..300).contains(status) {
+                self.non_2xx += 1;
+            }
+            self.latency.saturating_record(latency.as_nanos() as u64);
+        }
+    }
 }
 
 async fn run(args: &Args, target: &HttpTarget, requests: Vec<Bytes>) -> anyhow::Result<Report> {
@@ -184,6 +215,7 @@ async fn run(args: &Args, target: &HttpTarget, requests: Vec<Bytes>) -> anyhow::
             errors: 0,
             non_2xx: 0,
             timeouts: 0,
+            total_responses: 0,
         }),
         pacer: Pacer::new().context("creating timerfd")?,
     });
@@ -239,6 +271,7 @@ async fn run(args: &Args, target: &HttpTarget, requests: Vec<Bytes>) -> anyhow::
         errors: stats.errors,
         non_2xx: stats.non_2xx,
         timeouts: stats.timeouts,
+        total_responses: stats.total_responses,
         p50_us: latency.p50_us,
         p90_us: latency.p90_us,
         p99_us: latency.p99_us,
@@ -285,24 +318,12 @@ impl Connection {
             let outcome = self.exchange(target, &shared.requests[index]).await;
             in_flight.set(false);
             let done_at = Instant::now();
-            if recorded {
-                let mut stats = shared.stats.borrow_mut();
-                stats.scheduled += 1;
-                let lag = sent_at.saturating_duration_since(scheduled);
-                stats.send_lag.saturating_record(lag.as_nanos() as u64);
-                match outcome {
-                    Ok(status) => {
-                        if !(200..300).contains(&status) {
-                            stats.non_2xx += 1;
-                        }
-                        let latency = done_at.saturating_duration_since(scheduled);
-                        stats.latency.saturating_record(latency.as_nanos() as u64);
-                    }
-                    Err(_) => stats.errors += 1,
-                }
-            } else if outcome.is_err() {
-                shared.stats.borrow_mut().errors += 1;
-            }
+            shared.stats.borrow_mut().record(
+                &outcome,
+                recorded,
+                sent_at.saturating_duration_since(scheduled),
+                done_at.saturating_duration_since(scheduled),
+            );
             scheduled += interval;
         }
     }
