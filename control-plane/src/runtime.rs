@@ -3,7 +3,8 @@
 //! [`ControlPlane::start`] opens the data directory, starts the [`Ingestor`] (group
 //! commit) and the pipeline thread, which resyncs the edge with a full snapshot, then
 //! processes events whenever the ingestor commits some (and at least every
-//! [`RuntimeConfig::tick_ms`], which also retries an edge that was unreachable).
+//! [`RuntimeConfig::tick_ms`], which also retries an edge that was unreachable), and
+//! decides every SKU again each [`RuntimeConfig::reevaluate_ms`].
 //! Admin calls go to the pipeline thread over a channel, so one thread owns the
 //! pipeline's connection.
 
@@ -30,6 +31,9 @@ pub struct RuntimeConfig {
     pub data_dir: PathBuf,
     /// Longest wait between two pipeline runs when no event arrives, milliseconds.
     pub tick_ms: u64,
+    /// How often every SKU is decided again without an event (time moves prices:
+    /// demand windows, promotion windows, stale competitor prices), milliseconds.
+    pub reevaluate_ms: u64,
     /// The decision pipeline's rules.
     pub pipeline: PipelineConfig,
 }
@@ -39,6 +43,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             data_dir: PathBuf::from("data/control"),
             tick_ms: 1_000,
+            reevaluate_ms: 60_000,
             pipeline: PipelineConfig::default(),
         }
     }
@@ -102,11 +107,18 @@ impl ControlPlane {
             }
         })?;
         let tick = Duration::from_millis(config.tick_ms.max(1));
+        let reevaluate_every = Duration::from_millis(config.reevaluate_ms.max(1));
         let pipeline_jh = std::thread::Builder::new()
             .name("edgeprice-pipeline".into())
             .spawn(move || {
                 info!("pipeline started");
-                run(&mut pipeline, &commands_rx, &wake_pending, tick);
+                run(
+                    &mut pipeline,
+                    &commands_rx,
+                    &wake_pending,
+                    tick,
+                    reevaluate_every,
+                );
                 info!("pipeline stopped");
             })
             .map_err(|source| StoreError::DataDir {
@@ -203,7 +215,9 @@ fn run<P: Publisher>(
     commands_rx: &mpsc::Receiver<Command>,
     wake_pending: &AtomicBool,
     tick: Duration,
+    reevaluate_every: Duration,
 ) {
+    let mut next_reevaluation = std::time::Instant::now() + reevaluate_every;
     let process = |pipeline: &mut Pipeline<P>| {
         let result = pipeline.process_all(now_ms());
         if let Err(err) = &result {
@@ -213,6 +227,12 @@ fn run<P: Publisher>(
     };
     let _ = process(pipeline);
     loop {
+        if std::time::Instant::now() >= next_reevaluation {
+            if let Err(err) = pipeline.reevaluate(now_ms()) {
+                error!(error = %err, code = err.code(), "re-evaluation failed; it will be retried");
+            }
+            next_reevaluation = std::time::Instant::now() + reevaluate_every;
+        }
         match commands_rx.recv_timeout(tick) {
             Ok(Command::Wake) => {
                 wake_pending.store(false, Ordering::Release);

@@ -247,6 +247,23 @@ fn a_demand_spike_raises_the_price_and_reduces_the_promotion() {
     let decision = plant.last_decision("C");
     assert_eq!(decision.reason_code, "demand_spike_reduce_discount");
     assert!(decision.features.spike);
+
+    // Without any new event, time moves the price back: the spike leaves the 5-minute
+    // window, and later the promotion's window closes.
+    let pipeline = plant.pipeline.as_mut().unwrap();
+    pipeline.reevaluate(NOW + 20 * MINUTE).unwrap();
+    let entry = plant.edge_entry("C");
+    let tag = entry.promotion.unwrap();
+    assert_eq!((entry.price_minor, tag.price_minor), (2_000, 1_600));
+    assert_eq!(tag.label, "Flash sale");
+    plant
+        .pipeline
+        .as_mut()
+        .unwrap()
+        .reevaluate(NOW + 61 * MINUTE)
+        .unwrap();
+    assert_eq!(plant.edge_entry("C").promotion, None);
+    assert_eq!(plant.last_decision("C").trigger_event_ids, ["tick"]);
 }
 
 #[test]

@@ -296,6 +296,46 @@ impl<P: Publisher> Pipeline<P> {
         }
     }
 
+    /// Decides again for every SKU without a new event: prices depend on time too
+    /// (demand windows decay, promotions start and end, competitor prices go stale, the
+    /// change interval rolls over). Records and publishes only what changed.
+    pub fn reevaluate(&mut self, now_ms: i64) -> Result<BatchReport, PipelineError> {
+        let skus = SkuState::all_skus(&self.conn)?;
+        let mut total = BatchReport::default();
+        for chunk in skus.chunks(self.config.batch_size) {
+            let version = self.version + 1;
+            let tx = self.conn.transaction()?;
+            let mut upserts = Vec::new();
+            for sku in chunk {
+                let Some(mut state) = SkuState::load(&tx, sku)? else {
+                    continue;
+                };
+                let trigger = Trigger {
+                    event_ids: vec!["tick".to_owned()],
+                    alerts: Vec::new(),
+                    always_record: false,
+                };
+                let (entry, recorded) =
+                    decide_and_record(&tx, &self.config, &mut state, now_ms, version, trigger)?;
+                total.decisions += usize::from(recorded);
+                upserts.extend(entry);
+                state.save(&tx)?;
+            }
+            if !upserts.is_empty() {
+                store::meta_set(&tx, VERSION_KEY, &version.to_string())?;
+            }
+            tx.commit()?;
+            total.published += upserts.len();
+            if !upserts.is_empty() {
+                self.version = version;
+                self.publish(version, now_ms, upserts)?;
+            }
+        }
+        total.version = self.version;
+        total.edge_in_sync = self.edge_in_sync;
+        Ok(total)
+    }
+
     /// Processes batches until no event is pending.
     pub fn process_all(&mut self, now_ms: i64) -> Result<BatchReport, PipelineError> {
         let mut total = BatchReport::default();

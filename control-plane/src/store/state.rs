@@ -221,6 +221,20 @@ impl SkuState {
         Ok(())
     }
 
+    /// Every SKU with state, in name order.
+    pub fn all_skus(conn: &Connection) -> Result<Vec<Sku>, StoreError> {
+        let mut stmt = conn.prepare("SELECT sku FROM sku_state ORDER BY sku")?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        let mut skus = Vec::new();
+        for row in rows {
+            let name = row?;
+            skus.push(
+                Sku::new(&name).map_err(|e| StoreError::Corrupt(format!("sku {name:?}: {e}")))?,
+            );
+        }
+        Ok(skus)
+    }
+
     /// Every SKU's published entry: the content of a full snapshot.
     pub fn all_published(conn: &Connection) -> Result<Vec<PriceEntry>, StoreError> {
         let mut stmt = conn.prepare("SELECT sku, state FROM sku_state ORDER BY sku")?;
