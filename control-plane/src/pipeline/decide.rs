@@ -702,3 +702,144 @@ fn finish(
         entry: parts.entry,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feeds::CatalogEvent;
+    use edgeprice_pricing::guardrail::{floor_for, hard_violation};
+    use edgeprice_pricing::{Currency, Sku};
+    use proptest::prelude::*;
+
+    const NOW: i64 = 1_790_000_040_000;
+
+    #[allow(clippy::too_many_arguments)]
+    fn state(
+        list: i64,
+        cost: Option<i64>,
+        logistics: i64,
+        floor: Option<i64>,
+        ceiling: Option<i64>,
+        competitor: Option<i64>,
+        on_hand: Option<i64>,
+        sales: &[(i64, i64)],
+        promotion: Option<Discount>,
+        cap: Option<i64>,
+        previous: Option<i64>,
+    ) -> SkuState {
+        let mut state = SkuState::from_catalog(&CatalogEvent {
+            event_id: "c".into(),
+            sku: Sku::new("P").unwrap(),
+            category: "any".into(),
+            currency: Currency::EUR,
+            list_price_minor: list,
+            tax_rate_bp: 2_000,
+            logistics_minor: logistics,
+            floor_minor: floor,
+            ceiling_minor: ceiling,
+            occurred_at_ms: NOW,
+        });
+        state.cost_minor = cost;
+        if let Some(price) = competitor {
+            state.competitors.insert("rival".into(), (price, NOW));
+        }
+        if let Some(units) = on_hand {
+            state.inventory.insert("*".into(), units);
+        }
+        for (minutes_ago, units) in sales {
+            state.record_demand(NOW - minutes_ago * 60_000, *units, 0, 0);
+        }
+        if let Some(discount) = promotion {
+            state.promotions.insert(
+                "promo".into(),
+                PromotionState {
+                    promotion_id: "promo".into(),
+                    label: "Promo".into(),
+                    discount,
+                    starts_at_ms: NOW - 60_000,
+                    ends_at_ms: NOW + 3_600_000,
+                    max_per_customer: None,
+                },
+            );
+        }
+        state.discount_cap_minor = cap;
+        state.interval_start_ms = NOW;
+        state.interval_start_price_minor = previous;
+        state
+    }
+
+    proptest! {
+        /// Whatever the signals, a published entry satisfies every guardrail: its price
+        /// and its promotional price are at or above its floor, the floor is the
+        /// guardrails' floor, and the ceiling holds.
+        #[test]
+        fn published_entries_never_break_a_guardrail(
+            list in 1i64..200_000,
+            cost in proptest::option::of(0i64..150_000),
+            logistics in 0i64..5_000,
+            floor in proptest::option::of(0i64..200_000),
+            ceiling in proptest::option::of(1i64..300_000),
+            competitor in proptest::option::of(1i64..200_000),
+            on_hand in proptest::option::of(0i64..5_000),
+            sales in proptest::collection::vec((0i64..60, 1i64..50), 0..12),
+            promotion in proptest::option::of(prop_oneof![
+                (1i64..9_999).prop_map(Discount::PercentBp),
+                (1i64..100_000).prop_map(Discount::AmountMinor),
+            ]),
+            cap in proptest::option::of(0i64..10_000),
+            previous in proptest::option::of(1i64..200_000),
+            high_risk in any::<bool>(),
+            max_change in proptest::option::of(0i64..3_000),
+        ) {
+            let floor = floor.filter(|f| ceiling.is_none_or(|c| f <= &c));
+            let mut state = state(list, cost, logistics, floor, ceiling, competitor, on_hand, &sales, promotion, cap, previous);
+            let mut rules = CategoryRules { high_risk, ..CategoryRules::default() };
+            rules.guardrails.max_change_bp = max_change;
+            let decision = decide(&mut state, &rules, "test", NOW, 7, vec!["e".into()]);
+            let Some(entry) = decision.entry else {
+                prop_assert_eq!(decision.record.status, DecisionStatus::Held);
+                return Ok(());
+            };
+            prop_assert!(entry.validate().is_ok(), "{:?}", entry);
+            prop_assert_eq!(entry.revision, 7);
+            prop_assert_eq!(entry.price_minor, decision.record.final_price_minor);
+            if let Some(tag) = &entry.promotion {
+                prop_assert!(tag.price_minor >= entry.floor_minor);
+                prop_assert!(tag.price_minor < entry.price_minor);
+            }
+            if let Some(cost) = cost {
+                let economics = SkuEconomics {
+                    currency: Currency::EUR,
+                    cost_minor: cost,
+                    logistics_minor: logistics,
+                    tax_rate_bp: 2_000,
+                    floor_minor: floor,
+                    ceiling_minor: ceiling,
+                };
+                let expected = floor_for(&economics, &rules.guardrails).unwrap();
+                prop_assert_eq!(entry.floor_minor, expected.minor);
+                prop_assert_eq!(hard_violation(entry.price_minor, &economics, &rules.guardrails), None);
+                if let (Some(cap), Some(tag)) = (cap, &entry.promotion) {
+                    prop_assert!(entry.price_minor - tag.price_minor <= cap, "cost anomaly cap exceeded");
+                }
+            } else {
+                prop_assert!(entry.promotion.is_none(), "no discount without a known cost");
+                prop_assert_eq!(entry.floor_minor, entry.price_minor);
+            }
+        }
+    }
+
+    #[test]
+    fn reason_code_follows_the_priority_list() {
+        let fired = |codes: &[&str]| codes.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        assert_eq!(reason_code(&fired(&[])), "list_price");
+        assert_eq!(
+            reason_code(&fired(&["demand_surge", "min_margin"])),
+            "min_margin"
+        );
+        assert_eq!(
+            reason_code(&fired(&["overstock_clearance", "competitor_match"])),
+            "competitor_match"
+        );
+    }
+}
