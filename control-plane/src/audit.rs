@@ -137,6 +137,14 @@ pub fn records_for(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Verifies the audit chain of the control plane's database in `data_dir`, opened
+/// read-only (what `edgeprice audit verify` runs).
+pub fn verify_data_dir(data_dir: &std::path::Path) -> Result<VerifyReport, StoreError> {
+    let path = data_dir.join(crate::store::DB_FILE);
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    verify(&conn)
+}
+
 /// Walks the whole chain; see the module docs.
 pub fn verify(conn: &Connection) -> Result<VerifyReport, StoreError> {
     let mut stmt = conn.prepare("SELECT seq, sku, at_ms, record, hash FROM audit ORDER BY seq")?;
@@ -207,7 +215,8 @@ mod tests {
 
     #[test]
     fn an_untouched_chain_verifies() {
-        let (_dir, conn) = log_with(5);
+        let (dir, conn) = log_with(5);
+        assert!(verify_data_dir(dir.path()).unwrap().is_intact());
         let report = verify(&conn).unwrap();
         assert!(report.is_intact(), "{report:?}");
         assert_eq!((report.records, report.head_seq), (5, 5));

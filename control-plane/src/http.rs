@@ -16,11 +16,15 @@
 //! - Errors: `{"error":{"code":"…","message":"…"}}`; `413 body_too_large`,
 //!   `404 unknown_feed`/`not_found`, `405 method_not_allowed`, `503 storage_error`
 //!   (retry later).
+//! - `GET /v1/admin/decisions?sku=…[&limit=N]`: the SKU's decision records, newest
+//!   first (why it has its price), with `Authorization: Bearer <admin token>`;
+//!   `404 unknown_sku` when there is none.
 //! - `GET /healthz`: `200 ok`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -79,6 +83,8 @@ pub struct IngestHttpConfig {
     pub sources: Vec<FeedSource>,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
+    /// Bearer token for `/v1/admin/…`; `None` disables those routes.
+    pub admin_token: Option<String>,
 }
 
 impl Default for IngestHttpConfig {
@@ -87,6 +93,7 @@ impl Default for IngestHttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             sources: Vec::new(),
             max_body_bytes: 16 * 1024 * 1024,
+            admin_token: None,
         }
     }
 }
@@ -98,6 +105,7 @@ struct Bucket {
 
 struct Service {
     ingestor: Arc<Ingestor>,
+    data_dir: PathBuf,
     config: IngestHttpConfig,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
@@ -158,6 +166,9 @@ impl Service {
         let path = request.uri().path().to_owned();
         if path == "/healthz" {
             return json_reply(StatusCode::OK, json!({"status": "ok"}));
+        }
+        if path == "/v1/admin/decisions" {
+            return self.decisions(&request).await;
         }
         let Some(feed_name) = path.strip_prefix("/v1/feeds/") else {
             return error_reply(
@@ -309,6 +320,76 @@ impl Service {
     }
 }
 
+impl Service {
+    async fn decisions(&self, request: &Request<Incoming>) -> Reply {
+        if request.method() != Method::GET {
+            return error_reply(405, "method_not_allowed", "decisions take GET");
+        }
+        let token = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let authorized = match (&self.config.admin_token, token) {
+            (Some(expected), Some(token)) => {
+                constant_time_eq(expected.as_bytes(), token.as_bytes())
+            }
+            _ => false,
+        };
+        if !authorized {
+            return error_reply(
+                401,
+                "unauthorized",
+                "send Authorization: Bearer <admin token>",
+            );
+        }
+        let query = request.uri().query().unwrap_or("");
+        let param = |name: &str| {
+            query
+                .split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_owned())
+        };
+        let Some(sku) = param("sku").filter(|s| !s.is_empty()) else {
+            return error_reply(400, "missing_sku", "pass ?sku=<sku>");
+        };
+        let limit = param("limit")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(20usize)
+            .clamp(1, 1_000);
+        let data_dir = self.data_dir.clone();
+        let lookup_sku = sku.clone();
+        // SQLite reads block: keep them off the async threads.
+        let records = tokio::task::spawn_blocking(move || {
+            let conn = crate::store::open(&data_dir)?;
+            crate::audit::records_for(&conn, &lookup_sku, limit)
+        })
+        .await;
+        match records {
+            Ok(Ok(records)) if records.is_empty() => error_reply(
+                404,
+                "unknown_sku",
+                &format!("no decision recorded for {sku}"),
+            ),
+            Ok(Ok(records)) => {
+                let decisions: Vec<serde_json::Value> = records
+                    .iter()
+                    .map(|r| {
+                        let mut record: serde_json::Value =
+                            serde_json::from_str(&r.record).unwrap_or(serde_json::Value::Null);
+                        record["audit_seq"] = json!(r.seq);
+                        record
+                    })
+                    .collect();
+                json_reply(StatusCode::OK, json!({"sku": sku, "decisions": decisions}))
+            }
+            Ok(Err(err)) => error_reply(503, err.code(), &err.to_string()),
+            Err(err) => error_reply(500, "internal", &err.to_string()),
+        }
+    }
+}
+
 /// Compares tokens without stopping at the first difference.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -324,10 +405,12 @@ pub struct IngestServer {
 
 impl IngestServer {
     /// Binds `config.listen` and serves on its own thread and runtime (feeds never run
-    /// on the threads that serve prices).
+    /// on the threads that serve prices). `data_dir` is the control plane's, for the
+    /// admin reads.
     pub fn start(
         config: IngestHttpConfig,
         ingestor: Arc<Ingestor>,
+        data_dir: PathBuf,
     ) -> std::io::Result<IngestServer> {
         let listener = std::net::TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;
@@ -335,6 +418,7 @@ impl IngestServer {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let service = Arc::new(Service {
             ingestor,
+            data_dir,
             config,
             buckets: Mutex::new(HashMap::new()),
         });

@@ -18,6 +18,7 @@ use support::EdgePublisher;
 
 const POS_TOKEN: &str = "pos-token";
 const SCRAPER_TOKEN: &str = "scraper-token";
+const ADMIN_TOKEN: &str = "admin-token";
 
 struct Reply {
     status: u16,
@@ -132,9 +133,11 @@ fn start(dir: &std::path::Path, edge: &Arc<SnapshotStore>) -> Running {
                     burst: 3,
                 },
             ],
+            admin_token: Some(ADMIN_TOKEN.into()),
             ..IngestHttpConfig::default()
         },
         control.ingestor(),
+        control.data_dir().to_owned(),
     )
     .unwrap();
     Running { control, server }
@@ -191,6 +194,42 @@ fn feeds_over_http_change_the_edge_price_and_survive_a_restart() {
     );
     running.control.flush().unwrap();
     assert_eq!(edge_price(&edge, "A"), Some((1_543, 1_543)));
+
+    // Why A has its price.
+    let reply = request(
+        addr,
+        "GET",
+        "/v1/admin/decisions?sku=A&limit=1",
+        Some(ADMIN_TOKEN),
+        "application/json",
+        "",
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let latest = &reply.body["decisions"][0];
+    assert_eq!(latest["reason_code"], "min_margin");
+    assert_eq!(latest["final_price_minor"], 1_543);
+    assert_eq!(latest["inputs"]["cost_minor"], 800);
+    let reply = request(
+        addr,
+        "GET",
+        "/v1/admin/decisions?sku=A",
+        Some(POS_TOKEN),
+        "application/json",
+        "",
+    );
+    assert_eq!(reply.status, 401);
+    let reply = request(
+        addr,
+        "GET",
+        "/v1/admin/decisions?sku=NOPE",
+        Some(ADMIN_TOKEN),
+        "application/json",
+        "",
+    );
+    assert_eq!(
+        (reply.status, reply.body["error"]["code"].as_str()),
+        (404, Some("unknown_sku"))
+    );
 
     // Refusals a producer sees, all kept as dead letters.
     let bad = [
