@@ -80,14 +80,13 @@ impl PromotionSet {
                 .cmp(&a.stacking.priority)
                 .then_with(|| a.id.cmp(&b.id))
         });
-        if let Some(pair) = promotions.windows(2).find(|pair| pair[0].id == pair[1].id) {
-            return Err(PromotionError::DuplicateId(pair[0].id.clone()));
+        let mut rank_of: HashMap<&str, u32> = HashMap::with_capacity(promotions.len());
+        for (rank, promotion) in promotions.iter().enumerate() {
+            // Duplicates need not be adjacent: they may differ in priority.
+            if rank_of.insert(&promotion.id, rank as u32).is_some() {
+                return Err(PromotionError::DuplicateId(promotion.id.clone()));
+            }
         }
-        let rank_of: HashMap<&str, u32> = promotions
-            .iter()
-            .enumerate()
-            .map(|(rank, p)| (p.id.as_str(), rank as u32))
-            .collect();
 
         let mut never_with: Vec<Vec<u32>> = vec![Vec::new(); promotions.len()];
         for (rank, promotion) in promotions.iter().enumerate() {

@@ -874,10 +874,20 @@ fn invalid_definitions_name_their_problem() {
 #[test]
 fn set_rejects_duplicate_ids_and_codes() {
     let one = percent("P", Target::All, 1);
-    assert_eq!(
-        PromotionSet::compile(1, vec![one.clone(), one], StackingPolicy::default()).unwrap_err(),
-        PromotionError::DuplicateId("P".into())
-    );
+    let mut same_id_other_priority = percent("P", Target::All, 2);
+    same_id_other_priority.stacking.priority = 9;
+    let between = percent("O", Target::All, 1);
+    for duplicate in [one.clone(), same_id_other_priority] {
+        assert_eq!(
+            PromotionSet::compile(
+                1,
+                vec![one.clone(), between.clone(), duplicate],
+                StackingPolicy::default()
+            )
+            .unwrap_err(),
+            PromotionError::DuplicateId("P".into())
+        );
+    }
     let mut a = percent("A", Target::All, 1);
     let mut b = percent("B", Target::All, 1);
     a.coupon = Some(CouponRule {
@@ -972,6 +982,11 @@ fn thread_cpu_ticks() -> Option<u64> {
 #[ignore = "timing; run in release mode on request"]
 fn ten_thousand_promotions_twenty_lines_timing() {
     const ITERATIONS: u32 = 5_000;
+    let definitions = synthetic::promotions(10_000, 10_000);
+    let start = std::time::Instant::now();
+    let compiled = PromotionSet::compile(1, definitions, synthetic::policy()).unwrap();
+    eprintln!("compiling 10,000 promotions: {:?}", start.elapsed());
+    std::hint::black_box(compiled);
     for (sku_count, explain) in [
         (10_000, true),
         (10_000, false),
