@@ -14,8 +14,8 @@
 //!   their threads;
 //! - [`http`]: `POST /v1/feeds/{feed}` with per-source tokens and rate limits.
 //!
-//! Embedding (`edgeprice up`): implement [`publish::Publisher`] for the edge's snapshot
-//! store, call [`runtime::ControlPlane::start`] with it, and serve feeds with
+//! Embedding (`edgeprice up`): call [`runtime::ControlPlane::start`] with
+//! [`publish::InProcessEdge`] around the edge's snapshot store, and serve feeds with
 //! [`http::IngestServer::start`] on [`runtime::ControlPlane::ingestor`].
 
 pub mod audit;

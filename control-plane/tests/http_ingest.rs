@@ -9,12 +9,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use edgeprice_control::audit;
 use edgeprice_control::feeds::FeedKind;
 use edgeprice_control::http::{FeedSource, IngestHttpConfig, IngestServer};
+use edgeprice_control::publish::InProcessEdge;
 use edgeprice_control::runtime::{ControlPlane, RuntimeConfig};
 use edgeprice_control::store::EventLog;
 use edgeprice_server::SnapshotStore;
-
-mod support;
-use support::EdgePublisher;
 
 const POS_TOKEN: &str = "pos-token";
 const SCRAPER_TOKEN: &str = "scraper-token";
@@ -113,7 +111,7 @@ fn start(dir: &std::path::Path, edge: &Arc<SnapshotStore>) -> Running {
             data_dir: dir.to_owned(),
             ..RuntimeConfig::default()
         },
-        EdgePublisher(edge.clone()),
+        InProcessEdge(edge.clone()),
     )
     .unwrap();
     let server = IngestServer::start(

@@ -8,12 +8,10 @@ use std::sync::Arc;
 use edgeprice_control::audit;
 use edgeprice_control::feeds::FeedKind;
 use edgeprice_control::pipeline::{DecisionRecord, DecisionStatus, Pipeline, PipelineConfig};
+use edgeprice_control::publish::InProcessEdge;
 use edgeprice_control::store::{EventLog, Ingestor, Outcome, Submission};
 use edgeprice_pricing::{PriceEntry, Sku};
 use edgeprice_server::SnapshotStore;
-
-mod support;
-use support::EdgePublisher;
 
 /// A minute boundary, so demand windows are easy to reason about.
 const NOW: i64 = 1_790_000_040_000;
@@ -23,7 +21,7 @@ struct Plant {
     _dir: tempfile::TempDir,
     edge: Arc<SnapshotStore>,
     ingestor: Option<Ingestor>,
-    pipeline: Option<Pipeline<EdgePublisher>>,
+    pipeline: Option<Pipeline<InProcessEdge>>,
     next_id: u64,
 }
 
@@ -57,7 +55,7 @@ impl Plant {
     fn start(&mut self) {
         self.ingestor = Some(Ingestor::start(self.dir(), |_| {}).unwrap());
         self.pipeline =
-            Some(Pipeline::open(self.dir(), config(), EdgePublisher(self.edge.clone())).unwrap());
+            Some(Pipeline::open(self.dir(), config(), InProcessEdge(self.edge.clone())).unwrap());
     }
 
     fn stop(&mut self) {

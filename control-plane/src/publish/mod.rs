@@ -7,12 +7,15 @@
 //! every SKU's current entry at a version past the edge's, and carries on with deltas.
 //! Because every upsert carries a SKU's whole entry, such a resync loses nothing.
 //!
-//! [`Publisher`] is implemented by the embedding program for an in-process edge (apply
-//! the decoded delta to the edge's snapshot store) and by [`HttpPublisher`] for a remote
-//! edge (`POST /v1/admin/snapshot[/delta]` with the flatbuffer encoding).
+//! [`Publisher`] is implemented by [`InProcessEdge`] for the edge in the same process
+//! (embedded mode: decoded updates go to the edge's snapshot store) and by
+//! [`HttpPublisher`] for a remote edge (`POST /v1/admin/snapshot[/delta]` with the
+//! flatbuffer encoding).
 
+mod edge;
 mod http;
 
+pub use edge::InProcessEdge;
 pub use http::HttpPublisher;
 
 use edgeprice_schemas::codec::{DeltaData, SnapshotData};

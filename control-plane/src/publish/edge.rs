@@ -1,14 +1,19 @@
-//! Shared by the integration tests.
+//! The in-process edge of embedded mode (`edgeprice up`): updates go straight to the
+//! edge's snapshot store, decoded, without HTTP or encoding.
 
 use std::sync::Arc;
 
-use edgeprice_control::publish::{PublishError, Publisher};
 use edgeprice_schemas::codec::{DeltaData, SnapshotData};
 use edgeprice_server::store::UpdateError;
 use edgeprice_server::{SnapshotStore, Update};
 
-/// The in-process publisher of `edgeprice up`: applies updates to the edge's store.
-pub struct EdgePublisher(pub Arc<SnapshotStore>);
+use super::{PublishError, Publisher};
+
+/// Publishes to an edge [`SnapshotStore`] in the same process. Each call waits until
+/// the edge has swapped the new version in (and persisted it, if it has a data
+/// directory).
+#[derive(Debug, Clone)]
+pub struct InProcessEdge(pub Arc<SnapshotStore>);
 
 fn publish_error(err: UpdateError) -> PublishError {
     match (&err, err.current_version()) {
@@ -28,7 +33,7 @@ fn publish_error(err: UpdateError) -> PublishError {
     }
 }
 
-impl Publisher for EdgePublisher {
+impl Publisher for InProcessEdge {
     fn publish_snapshot(&self, snapshot: SnapshotData) -> Result<u64, PublishError> {
         self.0
             .update_blocking(Update::FullData {
