@@ -6,6 +6,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
+use crate::entry::PriceEntry;
 use crate::key::{Dimension, Sku};
 use crate::money::{round_div, Currency, Money};
 
@@ -41,6 +42,25 @@ pub struct CartLine {
     /// Category for category-targeted promotions.
     #[serde(default)]
     pub category: Option<String>,
+}
+
+impl CartLine {
+    /// A line priced from its snapshot entry: the list price, the price the control
+    /// plane decided **before** any promotion (`price_minor`), and the floor. The
+    /// entry's [`crate::entry::PromotionTag`] is display data for `GET /v1/prices`;
+    /// automatic promotions come from the [`PromotionSet`], so a promotion that is both a
+    /// tag and in the set is never applied twice. The caller checks that the entry's
+    /// currency is the cart's and supplies the category (entries do not carry one).
+    pub fn from_entry(entry: &PriceEntry, quantity: u32, category: Option<String>) -> CartLine {
+        CartLine {
+            sku: entry.key.sku.clone(),
+            quantity,
+            unit_list_price_minor: entry.list_price_minor,
+            unit_price_minor: entry.price_minor,
+            unit_floor_minor: entry.floor_minor,
+            category,
+        }
+    }
 }
 
 /// A coupon code presented with the cart, and its current redemption counts (from the

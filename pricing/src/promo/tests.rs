@@ -1306,3 +1306,31 @@ fn turning_the_explanation_off_changes_nothing_else() {
     with.explanation.clear();
     assert_eq!(with, without);
 }
+
+#[test]
+fn lines_from_snapshot_entries_ignore_the_display_tag() {
+    let entry = crate::entry::PriceEntry {
+        key: crate::key::PriceKey::chain_wide(sku("A")),
+        currency: Currency::EUR,
+        list_price_minor: 1_200,
+        price_minor: 1_000,
+        floor_minor: 700,
+        promotion: Some(crate::entry::PromotionTag {
+            id: "FLASH".into(),
+            label: "Flash -20%".into(),
+            price_minor: 800,
+            starts_at_ms: NOW - 1,
+            ends_at_ms: NOW + 1,
+        }),
+        valid_from_ms: None,
+        valid_until_ms: None,
+        revision: 1,
+    };
+    let line = CartLine::from_entry(&entry, 2, Some("toys".into()));
+    assert_eq!(line.unit_price_minor, 1_000, "before the tag's promotion");
+    assert_eq!(line.unit_floor_minor, 700);
+    // The same flash sale in the promotion set is applied exactly once.
+    let set = compile(vec![percent("FLASH", skus(&["A"]), 2_000)]);
+    let e = run(&set, &[line]);
+    assert_eq!(e.lines[0].total_minor, 1_600);
+}
