@@ -10,7 +10,7 @@ use crate::key::PriceKey;
 use crate::money::Currency;
 
 /// The best automatic promotion for a key, with its own price and time window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PromotionTag {
     pub id: String,
     /// Human-readable label for the shelf or the app ("Flash sale -20%").

@@ -92,15 +92,24 @@ pub fn price_json(
             out.extend_from_slice(b",\"price_minor\":");
             push_i64(out, p.price_minor.max(e.floor_minor));
             out.extend_from_slice(b",\"starts_at\":");
-            push_time(out, p.starts_at_ms);
+            out.extend_from_slice(p.starts_at_json.as_bytes());
             out.extend_from_slice(b",\"ends_at\":");
-            push_time(out, p.ends_at_ms);
+            out.extend_from_slice(p.ends_at_json.as_bytes());
             out.push(b'}');
         }
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"valid_until\":");
-    push_time(out, r.valid_until_ms);
+    // Most answers that expire do so when their promotion ends: reuse its rendering.
+    match e.promotion.as_deref() {
+        Some(p) if p.ends_at_ms == r.valid_until_ms => {
+            out.extend_from_slice(p.ends_at_json.as_bytes())
+        }
+        Some(p) if p.starts_at_ms == r.valid_until_ms => {
+            out.extend_from_slice(p.starts_at_json.as_bytes())
+        }
+        _ => push_time(out, r.valid_until_ms),
+    }
     if let Some(version) = snapshot_version {
         out.extend_from_slice(b",\"snapshot_version\":");
         push_u64(out, version);
@@ -193,6 +202,13 @@ pub fn price_answer<'b>(
             snapshot_version,
         },
     )
+}
+
+/// `ms` as a JSON string `"YYYY-MM-DDTHH:MM:SS.mmmZ"`, or `null` when open-ended.
+pub fn rfc3339_json(ms: i64) -> String {
+    let mut out = Vec::with_capacity(26);
+    push_time(&mut out, ms);
+    String::from_utf8(out).expect("ASCII")
 }
 
 /// Writes `ms` as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).

@@ -113,6 +113,9 @@ pub struct Promo {
     pub label: Box<str>,
     pub id_json: Box<str>,
     pub label_json: Box<str>,
+    /// `starts_at` / `ends_at` as RFC 3339 JSON strings (quotes included).
+    pub starts_at_json: Box<str>,
+    pub ends_at_json: Box<str>,
     pub price_minor: i64,
     pub starts_at_ms: i64,
     pub ends_at_ms: i64,
@@ -288,14 +291,16 @@ impl Snapshot {
             (0..1usize << shard_bits).map(|_| Vec::new()).collect();
 
         let entry_count = rows.len();
+        let mut promos = promo_cache();
         let mut rows = rows.into_iter().peekable();
         while let Some((hash, first)) = rows.next() {
-            let sku: Box<str> = first.key.sku.as_str().into();
-            let mut variants = vec![variant_from(&mut |n| dict.intern(n), first, None)];
+            let (sku, first) = variant_from(&mut |n| dict.intern(n), &mut promos, first, None);
+            let sku: Box<str> = String::from(sku).into_boxed_str();
+            let mut variants = vec![first];
             while let Some((_, next)) =
                 rows.next_if(|(h, e)| *h == hash && e.key.sku.as_str() == &*sku)
             {
-                let variant = variant_from(&mut |n| dict.intern(n), next, None);
+                let (_, variant) = variant_from(&mut |n| dict.intern(n), &mut promos, next, None);
                 if variants.iter().any(|v| v.same_key(&variant)) {
                     return Err(SnapshotError::DuplicateKey(format!(
                         "{sku}@{}/{}/{}",
@@ -358,13 +363,19 @@ impl Snapshot {
         let hasher = hasher();
         let mut changes: Vec<(u64, Change)> =
             Vec::with_capacity(delta.upserts.len() + delta.removals.len());
+        let mut promos = promo_cache();
         for entry in delta.upserts {
             let hash = hasher.hash_one(entry.key.sku.as_str());
-            let sku = entry.key.sku.clone();
-            let variant = match &mut grown {
-                Some(dict) => variant_from(&mut |n| dict.intern(n), entry, Some(delta.version)),
+            let (sku, variant) = match &mut grown {
+                Some(dict) => variant_from(
+                    &mut |n| dict.intern(n),
+                    &mut promos,
+                    entry,
+                    Some(delta.version),
+                ),
                 None => variant_from(
                     &mut |n| self.dict.lookup(n).expect("checked by contains_all"),
+                    &mut promos,
                     entry,
                     Some(delta.version),
                 ),
@@ -607,12 +618,32 @@ fn count_groups(rows: &[(u64, PriceEntry)]) -> usize {
         .count()
 }
 
+/// Converts an entry, returning its SKU (moved out, not copied) and the variant.
 fn variant_from(
     intern: &mut impl FnMut(&str) -> u32,
+    promos: &mut PromoCache,
     e: PriceEntry,
     revision: Option<u64>,
-) -> Variant {
-    Variant {
+) -> (Sku, Variant) {
+    let promotion = e.promotion.map(|p| {
+        if let Some(shared) = promos.get(&p) {
+            return Arc::clone(shared);
+        }
+        let promo = Arc::new(Promo {
+            id_json: json_escape(&p.id).into(),
+            label_json: json_escape(&p.label).into(),
+            starts_at_json: crate::render::rfc3339_json(p.starts_at_ms).into(),
+            ends_at_json: crate::render::rfc3339_json(p.ends_at_ms).into(),
+            id: p.id.as_str().into(),
+            label: p.label.as_str().into(),
+            price_minor: p.price_minor,
+            starts_at_ms: p.starts_at_ms,
+            ends_at_ms: p.ends_at_ms,
+        });
+        promos.insert(p, Arc::clone(&promo));
+        promo
+    });
+    let variant = Variant {
         store: intern(e.key.store.as_str()),
         channel: intern(e.key.channel.as_str()),
         segment: intern(e.key.segment.as_str()),
@@ -624,19 +655,18 @@ fn variant_from(
             valid_from_ms: e.valid_from_ms.unwrap_or(i64::MIN),
             valid_until_ms: e.valid_until_ms.unwrap_or(i64::MAX),
             revision: revision.unwrap_or(e.revision),
-            promotion: e.promotion.map(|p| {
-                Arc::new(Promo {
-                    id_json: json_escape(&p.id).into(),
-                    label_json: json_escape(&p.label).into(),
-                    id: p.id.into(),
-                    label: p.label.into(),
-                    price_minor: p.price_minor,
-                    starts_at_ms: p.starts_at_ms,
-                    ends_at_ms: p.ends_at_ms,
-                })
-            }),
+            promotion,
         },
-    }
+    };
+    (e.key.sku, variant)
+}
+
+/// Interns promotions while building: every variant of a SKU usually carries the same
+/// promotion, so it is allocated once and shared.
+type PromoCache = HashMap<PromotionTag, Arc<Promo>, RandomState>;
+
+fn promo_cache() -> PromoCache {
+    HashMap::with_hasher(hasher())
 }
 
 enum Op {
