@@ -103,6 +103,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_deployment_config_is_valid() {
+        let config: EdgeConfig = toml::from_str(include_str!("../../deploy/edge.toml")).unwrap();
+        assert_eq!(config.listen.port(), 8080);
+        assert!(config.data_dir.is_some());
+        config.validate().unwrap();
+    }
+
+    #[test]
     fn validation_rejects_weak_tokens() {
         let config = EdgeConfig {
             admin_token: Some("short".into()),

@@ -34,6 +34,9 @@ use crate::store::{self, EventLog, SkuState, StoreError};
 
 const VERSION_KEY: &str = "published_version";
 
+/// Most SKU states kept in memory between batches; past it the cache starts over.
+const MAX_CACHED_SKUS: usize = 200_000;
+
 /// Why a batch failed. Storage errors leave the batch unprocessed (it is redone);
 /// publishing errors never fail a batch: the edge is resynced later.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +94,10 @@ pub struct Pipeline<P: Publisher> {
     version: u64,
     /// False until the edge has our full table (at start-up, after a failed publish).
     edge_in_sync: bool,
+    /// SKU states as last committed. The pipeline is the only writer of `sku_state`,
+    /// so this stays true to the database; a batch takes states out and puts them back
+    /// only after its commit, so a failed batch leaves nothing half-applied here.
+    cache: HashMap<Sku, SkuState>,
 }
 
 impl<P: Publisher> std::fmt::Debug for Pipeline<P> {
@@ -120,6 +127,7 @@ impl<P: Publisher> Pipeline<P> {
             publisher,
             version,
             edge_in_sync: false,
+            cache: HashMap::new(),
         })
     }
 
@@ -174,6 +182,16 @@ impl<P: Publisher> Pipeline<P> {
         Ok(false)
     }
 
+    /// Keeps committed states for the next batches.
+    fn remember(&mut self, states: impl IntoIterator<Item = SkuState>) {
+        for state in states {
+            if self.cache.len() >= MAX_CACHED_SKUS {
+                self.cache.clear();
+            }
+            self.cache.insert(state.sku.clone(), state);
+        }
+    }
+
     fn set_version(&mut self, version: u64) -> Result<(), PipelineError> {
         store::meta_set(&self.conn, VERSION_KEY, &version.to_string())?;
         self.version = version;
@@ -201,11 +219,14 @@ impl<P: Publisher> Pipeline<P> {
         // the alerts raised while applying them.
         let mut touched: Vec<(Sku, Vec<String>, Vec<Alert>)> = Vec::new();
         let mut position: HashMap<Sku, usize> = HashMap::new();
-        let mut seqs = Vec::with_capacity(events.len());
         for stored in &events {
             let sku = stored.event.sku();
             if !states.contains_key(sku) {
-                states.insert(sku.clone(), SkuState::load(&tx, sku)?);
+                let state = match self.cache.remove(sku) {
+                    Some(state) => Some(state),
+                    None => SkuState::load(&tx, sku)?,
+                };
+                states.insert(sku.clone(), state);
             }
             let state = states.get_mut(sku).expect("loaded above");
             let category = match (&*state, &stored.event) {
@@ -220,7 +241,6 @@ impl<P: Publisher> Pipeline<P> {
             });
             touched[index].1.push(stored.event.event_id().to_owned());
             touched[index].2.extend(alerts);
-            seqs.push(stored.seq);
         }
         let mut upserts: Vec<PriceEntry> = Vec::new();
         let mut decisions = 0;
@@ -240,11 +260,13 @@ impl<P: Publisher> Pipeline<P> {
             upserts.extend(entry);
             state.save(&tx)?;
         }
-        EventLog::mark_processed(&tx, &seqs)?;
+        let last_seq = events.last().map_or(0, |e| e.seq);
+        EventLog::mark_processed_through(&tx, last_seq)?;
         if !upserts.is_empty() {
             store::meta_set(&tx, VERSION_KEY, &version.to_string())?;
         }
         tx.commit()?;
+        self.remember(states.into_values().flatten());
         let published = upserts.len();
         if !upserts.is_empty() {
             self.version = version;
@@ -306,8 +328,13 @@ impl<P: Publisher> Pipeline<P> {
             let version = self.version + 1;
             let tx = self.conn.transaction()?;
             let mut upserts = Vec::new();
+            let mut states = Vec::with_capacity(chunk.len());
             for sku in chunk {
-                let Some(mut state) = SkuState::load(&tx, sku)? else {
+                let state = match self.cache.remove(sku) {
+                    Some(state) => Some(state),
+                    None => SkuState::load(&tx, sku)?,
+                };
+                let Some(mut state) = state else {
                     continue;
                 };
                 let trigger = Trigger {
@@ -320,11 +347,13 @@ impl<P: Publisher> Pipeline<P> {
                 total.decisions += usize::from(recorded);
                 upserts.extend(entry);
                 state.save(&tx)?;
+                states.push(state);
             }
             if !upserts.is_empty() {
                 store::meta_set(&tx, VERSION_KEY, &version.to_string())?;
             }
             tx.commit()?;
+            self.remember(states);
             total.published += upserts.len();
             if !upserts.is_empty() {
                 self.version = version;
@@ -411,6 +440,8 @@ impl<P: Publisher> Pipeline<P> {
         change: impl FnOnce(&mut SkuState) -> Result<(), PipelineError>,
     ) -> Result<DecisionRecord, PipelineError> {
         let version = self.version + 1;
+        // Read from the database; the cached copy is replaced after the commit.
+        self.cache.remove(sku);
         let tx = self.conn.transaction()?;
         let mut state =
             SkuState::load(&tx, sku)?.ok_or_else(|| PipelineError::UnknownSku(sku.to_string()))?;
@@ -427,6 +458,7 @@ impl<P: Publisher> Pipeline<P> {
             store::meta_set(&tx, VERSION_KEY, &version.to_string())?;
         }
         tx.commit()?;
+        self.remember([state]);
         info!(sku = %sku, action, "admin decision recorded");
         if let Some(entry) = entry {
             self.version = version;

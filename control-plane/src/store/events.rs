@@ -101,12 +101,12 @@ impl EventLog {
         Ok(events)
     }
 
-    /// Marks events processed (inside the transaction that applied them).
-    pub fn mark_processed(conn: &Connection, seqs: &[i64]) -> Result<(), StoreError> {
-        let mut stmt = conn.prepare_cached("UPDATE events SET processed = 1 WHERE seq = ?1")?;
-        for seq in seqs {
-            stmt.execute([seq])?;
-        }
+    /// Marks every pending event up to `last_seq` processed (inside the transaction that
+    /// applied them). Batches are the oldest pending events in order, and later
+    /// events always get higher sequence numbers, so this is exactly the batch.
+    pub fn mark_processed_through(conn: &Connection, last_seq: i64) -> Result<(), StoreError> {
+        conn.prepare_cached("UPDATE events SET processed = 1 WHERE processed = 0 AND seq <= ?1")?
+            .execute([last_seq])?;
         Ok(())
     }
 
