@@ -168,6 +168,29 @@ fn a_cost_update_raises_the_price_to_the_margin_floor() {
 }
 
 #[test]
+fn a_cost_with_a_later_effective_time_applies_when_it_is_due() {
+    let mut plant = Plant::new();
+    plant.catalog("F", "snacks", 1_500);
+    plant.cost("F", 600);
+    let later = NOW + 2 * 3_600_000;
+    let id = plant.id();
+    plant.send(FeedKind::Cost, format!(r#"{{"event_id":"{id}","sku":"F","vendor":"acme","currency":"EUR","cost_minor":800,"effective_at_ms":{later},"occurred_at_ms":{NOW}}}"#));
+    plant.run();
+    assert_eq!(plant.edge_entry("F").floor_minor, 1_200, "not due yet");
+    plant
+        .pipeline
+        .as_mut()
+        .unwrap()
+        .reevaluate(later - 1)
+        .unwrap();
+    assert_eq!(plant.edge_entry("F").floor_minor, 1_200);
+    plant.pipeline.as_mut().unwrap().reevaluate(later).unwrap();
+    let entry = plant.edge_entry("F");
+    assert_eq!((entry.price_minor, entry.floor_minor), (1_543, 1_543));
+    assert_eq!(plant.last_decision("F").inputs.cost_minor, Some(800));
+}
+
+#[test]
 fn a_competitor_drop_is_matched_within_the_rules() {
     let mut plant = Plant::new();
     plant.catalog("B", "snacks", 2_000);

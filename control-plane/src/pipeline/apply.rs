@@ -3,22 +3,25 @@
 //! Cost anomalies are caught here: a cost whose distance from the mean of the recent
 //! applied costs is at least `cost_anomaly_bp` is not applied but held for review; the
 //! SKU's promotions are capped at the discount published at that moment
-//! (`discount_cap_minor`) until a person accepts or rejects the cost.
+//! (`discount_cap_minor`) until a person accepts or rejects the cost. A cost whose
+//! effective time is still ahead is scheduled and applied when due (by the decision at
+//! or after that time, see [`SkuState::apply_due_costs`]).
 
 use edgeprice_pricing::money::round_div;
 
 use super::config::CategoryRules;
 use super::decide::Alert;
 use crate::feeds::{FeedEvent, InventoryKind, PromotionAction, SalesKind};
-use crate::store::{CostPoint, HeldCost, PromotionState, SkuState};
+use crate::store::{CostPoint, HeldCost, PromotionState, ScheduledCost, SkuState};
 
-/// Folds `event` into `state` (creating it for a catalog event). Returns alerts raised.
-/// Events for SKUs without state are refused at ingestion, so `state` is `None` only for
-/// catalog events.
+/// Folds `event` into `state` (creating it for a catalog event) at `now_ms`. Returns
+/// alerts raised. Events for SKUs without state are refused at ingestion, so `state` is
+/// `None` only for catalog events.
 pub fn apply_event(
     state: &mut Option<SkuState>,
     event: &FeedEvent,
     rules: &CategoryRules,
+    now_ms: i64,
 ) -> Vec<Alert> {
     let Some(sku_state) = state else {
         if let FeedEvent::Catalog(catalog) = event {
@@ -79,20 +82,23 @@ pub fn apply_event(
                     });
                 }
                 _ => {
-                    sku_state.cost_minor = Some(cost.cost_minor);
-                    if let Some(logistics) = cost.logistics_minor {
-                        sku_state.logistics_minor = logistics;
-                    }
-                    sku_state.cost_history.push(CostPoint {
+                    let point = CostPoint {
                         cost_minor: cost.cost_minor,
                         vendor: cost.vendor.clone(),
                         effective_at_ms: cost.effective_at_ms,
-                    });
-                    let excess = sku_state
-                        .cost_history
-                        .len()
-                        .saturating_sub(rules.cost_history_len.max(1));
-                    sku_state.cost_history.drain(..excess);
+                    };
+                    if cost.effective_at_ms > now_ms {
+                        let scheduled = ScheduledCost {
+                            cost: point,
+                            logistics_minor: cost.logistics_minor,
+                        };
+                        let at = sku_state
+                            .scheduled_costs
+                            .partition_point(|s| s.cost.effective_at_ms <= cost.effective_at_ms);
+                        sku_state.scheduled_costs.insert(at, scheduled);
+                    } else {
+                        sku_state.apply_cost(point, cost.logistics_minor, rules.cost_history_len);
+                    }
                 }
             }
         }

@@ -331,6 +331,7 @@ pub fn decide(
         version,
         trigger_event_ids,
     };
+    state.apply_due_costs(now_ms, rules.cost_history_len);
     let (features, forecast) = features(state, rules, now_ms);
     let mut rules_fired: Vec<String> = Vec::new();
     let mut alerts = Vec::new();

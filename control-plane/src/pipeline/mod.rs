@@ -234,7 +234,12 @@ impl<P: Publisher> Pipeline<P> {
                 (None, crate::feeds::FeedEvent::Catalog(c)) => c.category.clone(),
                 (None, _) => String::new(),
             };
-            let alerts = apply_event(state, &stored.event, self.config.rules_for(&category));
+            let alerts = apply_event(
+                state,
+                &stored.event,
+                self.config.rules_for(&category),
+                now_ms,
+            );
             let index = *position.entry(sku.clone()).or_insert_with(|| {
                 touched.push((sku.clone(), Vec::new(), Vec::new()));
                 touched.len() - 1

@@ -22,7 +22,9 @@ mod state;
 
 pub use events::{DeadLetter, EventLog, StoredEvent};
 pub use ingest::{Ingestor, Outcome, Submission};
-pub use state::{CostPoint, DemandBucket, HeldCost, PendingSuggestion, PromotionState, SkuState};
+pub use state::{
+    CostPoint, DemandBucket, HeldCost, PendingSuggestion, PromotionState, ScheduledCost, SkuState,
+};
 
 use std::path::{Path, PathBuf};
 

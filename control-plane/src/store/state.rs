@@ -22,6 +22,14 @@ pub struct CostPoint {
     pub effective_at_ms: i64,
 }
 
+/// A cost that takes effect later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledCost {
+    pub cost: CostPoint,
+    /// A new logistics cost per unit coming with it.
+    pub logistics_minor: Option<i64>,
+}
+
 /// A cost held for review because it is far from the recent history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldCost {
@@ -83,6 +91,9 @@ pub struct SkuState {
     pub cost_minor: Option<i64>,
     /// Recent applied costs, oldest first.
     pub cost_history: Vec<CostPoint>,
+    /// Costs announced for a later effective time, earliest first; applied when due.
+    #[serde(default)]
+    pub scheduled_costs: Vec<ScheduledCost>,
     /// An anomalous cost waiting for review.
     pub held_cost: Option<HeldCost>,
     /// While a cost is held: the largest discount (minor units) promotions may give.
@@ -118,6 +129,7 @@ impl SkuState {
             ceiling_minor: None,
             cost_minor: None,
             cost_history: Vec::new(),
+            scheduled_costs: Vec::new(),
             held_cost: None,
             discount_cap_minor: None,
             competitors: BTreeMap::new(),
@@ -186,6 +198,35 @@ impl SkuState {
             .filter(|b| b.minute <= now_minute && b.minute > now_minute - minutes)
             .map(|b| b.units)
             .sum()
+    }
+
+    /// Makes `cost` the cost in force and adds it to the history (keeping the newest
+    /// `history_len`).
+    pub fn apply_cost(
+        &mut self,
+        cost: CostPoint,
+        logistics_minor: Option<i64>,
+        history_len: usize,
+    ) {
+        self.cost_minor = Some(cost.cost_minor);
+        if let Some(logistics) = logistics_minor {
+            self.logistics_minor = logistics;
+        }
+        self.cost_history.push(cost);
+        let excess = self.cost_history.len().saturating_sub(history_len.max(1));
+        self.cost_history.drain(..excess);
+    }
+
+    /// Applies the scheduled costs that are due at `now_ms`, in effective order.
+    pub fn apply_due_costs(&mut self, now_ms: i64, history_len: usize) {
+        while self
+            .scheduled_costs
+            .first()
+            .is_some_and(|s| s.cost.effective_at_ms <= now_ms)
+        {
+            let due = self.scheduled_costs.remove(0);
+            self.apply_cost(due.cost, due.logistics_minor, history_len);
+        }
     }
 
     /// Units on hand across stores.
