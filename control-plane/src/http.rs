@@ -6,7 +6,8 @@
 //!   limited to some feeds. Missing or unknown token: `401 unauthorized`; feed not
 //!   allowed: `403 forbidden_feed`.
 //! - Rate limit: a token bucket per source, one token per event; `429 rate_limited` with
-//!   `Retry-After` (seconds).
+//!   `Retry-After` (seconds); a request with more events than the source's burst is
+//!   `413 too_many_events`.
 //! - Answers only once every event of the request is durable or refused:
 //!   - one event: `202 {"status":"accepted","seq":N}`, `200 {"status":"duplicate"}`, or
 //!     the event's error;
@@ -243,6 +244,18 @@ impl Service {
         };
         if submissions.is_empty() {
             return error_reply(400, "empty_body", "no event in the body");
+        }
+        if submissions.len() > source.burst.max(1) as usize {
+            return error_reply(
+                413,
+                "too_many_events",
+                &format!(
+                    "{} events in one request; source {} may send at most {} at once",
+                    submissions.len(),
+                    source.name,
+                    source.burst.max(1)
+                ),
+            );
         }
         if let Err(retry_after) = self.take_tokens(source, submissions.len()) {
             let mut reply = error_reply(

@@ -322,10 +322,26 @@ fn feeds_over_http_change_the_edge_price_and_survive_a_restart() {
         "",
     );
     assert_eq!(reply.status, 405);
-    let burst: Vec<String> = (0..4)
-        .map(|i| format!(r#"{{"event_id":"cmp-burst-{i}","sku":"A","competitor":"rival","currency":"EUR","price_minor":1600,"occurred_at_ms":{t}}}"#))
+    let too_many: Vec<String> = (0..4)
+        .map(|i| format!(r#"{{"event_id":"cmp-many-{i}","sku":"A","competitor":"rival","currency":"EUR","price_minor":1600,"occurred_at_ms":{t}}}"#))
         .collect();
-    let reply = post_ndjson(addr, "competitor", SCRAPER_TOKEN, &burst);
+    let reply = post_ndjson(addr, "competitor", SCRAPER_TOKEN, &too_many);
+    assert_eq!(
+        (reply.status, reply.body["error"]["code"].as_str()),
+        (413, Some("too_many_events"))
+    );
+    // The scraper's bucket holds at most 3 and refills 1 per second: two events pass,
+    // two more right after do not.
+    let pair = |name: &str| -> Vec<String> {
+        (0..2)
+            .map(|i| format!(r#"{{"event_id":"cmp-{name}-{i}","sku":"A","competitor":"rival","currency":"EUR","price_minor":1600,"occurred_at_ms":{t}}}"#))
+            .collect()
+    };
+    assert_eq!(
+        post_ndjson(addr, "competitor", SCRAPER_TOKEN, &pair("first")).status,
+        202
+    );
+    let reply = post_ndjson(addr, "competitor", SCRAPER_TOKEN, &pair("second"));
     assert_eq!(
         (reply.status, reply.body["error"]["code"].as_str()),
         (429, Some("rate_limited"))
@@ -349,7 +365,7 @@ fn feeds_over_http_change_the_edge_price_and_survive_a_restart() {
         decisions_before
     );
     let conn = rusqlite::Connection::open(dir.path().join("control.db")).unwrap();
-    assert_eq!(EventLog::counts(&conn).unwrap(), (5, 0));
+    assert_eq!(EventLog::counts(&conn).unwrap(), (7, 0));
     assert_eq!(EventLog::dead_letters(&conn, 100).unwrap().len(), 5);
     assert!(audit::verify(&conn).unwrap().is_intact());
 }
