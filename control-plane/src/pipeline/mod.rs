@@ -1,6 +1,6 @@
 //! The decision pipeline: accepted events, in log order, through normalise/enrich
-//! ([`apply`]), features, price candidate, guardrails, forecast and promotion policy
-//! ([`decide`]) to decision records ([`crate::audit`]) and published deltas
+//! ([`apply_event`]), features, price candidate, guardrails, forecast and promotion policy
+//! ([`decide()`]) to decision records ([`crate::audit`]) and published deltas
 //! ([`crate::publish`]).
 //!
 //! [`Pipeline::process_batch`] takes up to `batch_size` pending events and, in one

@@ -33,8 +33,9 @@ use rusqlite::{Connection, OptionalExtension};
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "control.db";
 
-/// Errors of the store. Retrying helps only for [`StoreError::Busy`]-like SQLite errors
-/// (another writer holding the lock past the busy timeout); the rest need a fix.
+/// Errors of the store. Retrying helps only for [`StoreError::Sqlite`] errors of the
+/// "database is busy" kind (another writer held the lock past the busy timeout) and for
+/// [`StoreError::Stopped`] after a restart; the rest need a fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create the data directory {path}: {source}")]

@@ -102,7 +102,7 @@ pub struct SkuState {
     pub competitors: BTreeMap<String, (i64, i64)>,
     /// Units on hand per store (`*` for the central warehouse).
     pub inventory: BTreeMap<String, i64>,
-    /// The last [`DEMAND_MINUTES`] minutes of demand, oldest first.
+    /// The last 60 minutes of demand (the longest window), oldest first.
     pub demand: VecDeque<DemandBucket>,
     pub promotions: BTreeMap<String, PromotionState>,
     /// The entry last published for the SKU.
