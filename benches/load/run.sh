@@ -200,6 +200,11 @@ measure_http() {
     local bad
     bad=$(jq -r 'select(.errors + .non_2xx + .timeouts > 0) | "loadgen: \(.errors) errors, \(.non_2xx) non-2xx, \(.timeouts) timeouts"' <<<"$out")
     if [[ -n $bad ]]; then NOTE[$name]="${NOTE[$name]:-} $bad"; fi
+    # Requests leaving late mean connections were still waiting for earlier answers
+    # (or the generator lost its core): the rate was not sustained throughout the run.
+    bad=$(jq -r 'select(.send_lag_p99_us > 10000 or .achieved_rps < 0.98 * .target_rps)
+        | "fell behind the schedule (send lag p99 \(.send_lag_p99_us / 1000 | floor) ms)"' <<<"$out")
+    if [[ -n $bad ]]; then NOTE[$name]="${NOTE[$name]:-} $bad"; fi
     # shellcheck disable=SC2086
     RSS[$name]=$(rss_mib $pids)
     ROWS+=("$name")
@@ -386,6 +391,7 @@ delta_section() {
     echo "| GET achieved req/s | $(jq -r '.achieved_rps' "$l") |"
     echo "| GET p50 / p99 / p99.9 / max µs | $(jq -r '"\(.p50_us) / \(.p99_us) / \(.p999_us) / \(.max_us)"' "$l") |"
     echo "| GET p99 µs without deltas (same rate) | ${FIX_P99[edgeprice-spread]} |"
+    echo "| GET send lag p99 / max µs (late sends: the edge held connections) | $(jq -r '"\(.send_lag_p99_us) / \(.send_lag_max_us)"' "$l") |"
     echo "| GET errors / non-2xx / timeouts | $(jq -r '"\(.errors) / \(.non_2xx) / \(.timeouts)"' "$l") |"
     echo "| deltas applied / conflicts / errors | $(jq -r '"\(.applied) / \(.conflicts) / \(.errors)"' "$d") |"
     echo "| versions | $(jq -r '"\(.first_version) → \(.last_version)"' "$d") |"
