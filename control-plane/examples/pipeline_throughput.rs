@@ -2,8 +2,10 @@
 //! mode with an in-process edge. Not the benchmark of record (that belongs in
 //! `benches/`); a quick check while developing:
 //!
+//! Arguments: SKUs, events, pipeline batch size.
+//!
 //! ```text
-//! CARGO_PROFILE_DEV_OPT_LEVEL=2 cargo run -p edgeprice-control --example pipeline_throughput -- 2000 100000
+//! CARGO_PROFILE_DEV_OPT_LEVEL=2 cargo run -p edgeprice-control --example pipeline_throughput -- 10000 100000 4096
 //! ```
 
 use std::sync::Arc;
@@ -19,6 +21,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let skus: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
     let events: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let batch_size: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4_096);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -26,12 +29,11 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let edge = Arc::new(SnapshotStore::open(None).unwrap());
     let ingestor = Ingestor::start(dir.path(), |_| {}).unwrap();
-    let mut pipeline = Pipeline::open(
-        dir.path(),
-        PipelineConfig::default(),
-        InProcessEdge(edge.clone()),
-    )
-    .unwrap();
+    let config = PipelineConfig {
+        batch_size,
+        ..PipelineConfig::default()
+    };
+    let mut pipeline = Pipeline::open(dir.path(), config, InProcessEdge(edge.clone())).unwrap();
 
     let mut setup = Vec::with_capacity(skus * 2);
     for i in 0..skus {

@@ -26,7 +26,7 @@ impl Default for PipelineConfig {
             rule_set_version: "2026-11-default".into(),
             default_rules: CategoryRules::default(),
             categories: BTreeMap::new(),
-            batch_size: 1_024,
+            batch_size: 4_096,
         }
     }
 }
@@ -149,7 +149,7 @@ mod tests {
             r#"{"categories":{"alcohol":{"high_risk":true,"guardrails":{"min_margin_bp":4000}}}}"#,
         )
         .unwrap();
-        assert_eq!(config.batch_size, 1_024);
+        assert_eq!(config.batch_size, 4_096);
         let alcohol = config.rules_for("alcohol");
         assert!(alcohol.high_risk);
         assert_eq!(alcohol.guardrails.min_margin_bp, 4_000);

@@ -43,17 +43,18 @@ impl EventLog {
         event: &FeedEvent,
         received_at_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
-        let inserted = conn.execute(
-            "INSERT OR IGNORE INTO events (event_id, feed, sku, received_at_ms, body)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
+        let inserted = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO events (event_id, feed, sku, received_at_ms, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
                 event.event_id(),
                 event.kind().as_str(),
                 event.sku().as_str(),
                 received_at_ms,
                 event.to_feed_json()
-            ],
-        )?;
+            ])?;
         Ok((inserted == 1).then(|| conn.last_insert_rowid()))
     }
 
@@ -79,9 +80,10 @@ impl EventLog {
     pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, feed, body, received_at_ms FROM events
-             WHERE processed = 0 ORDER BY seq LIMIT ?1",
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
-        let rows = stmt.query_map([limit as i64], |row| {
+        let cursor = processed_through(conn)?;
+        let rows = stmt.query_map([cursor, limit as i64], |row| {
             Ok((
                 row.get::<_, i64>(0)?,
                 row.get::<_, String>(1)?,
@@ -101,20 +103,19 @@ impl EventLog {
         Ok(events)
     }
 
-    /// Marks every pending event up to `last_seq` processed (inside the transaction that
-    /// applied them). Batches are the oldest pending events in order, and later
-    /// events always get higher sequence numbers, so this is exactly the batch.
+    /// Marks every event up to `last_seq` processed (inside the transaction that
+    /// applied them): batches are the oldest pending events in order, and a later event
+    /// always gets a higher sequence number (SQLite has one writer at a time).
     pub fn mark_processed_through(conn: &Connection, last_seq: i64) -> Result<(), StoreError> {
-        conn.prepare_cached("UPDATE events SET processed = 1 WHERE processed = 0 AND seq <= ?1")?
-            .execute([last_seq])?;
-        Ok(())
+        super::meta_set(conn, CURSOR_KEY, &last_seq.to_string())
     }
 
     /// Number of accepted events, and of those not processed yet.
     pub fn counts(conn: &Connection) -> Result<(i64, i64), StoreError> {
+        let cursor = processed_through(conn)?;
         Ok(conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(processed = 0), 0) FROM events",
-            [],
+            "SELECT COUNT(*), COALESCE(SUM(seq > ?1), 0) FROM events",
+            [cursor],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?)
     }
@@ -155,6 +156,18 @@ impl EventLog {
             }
         }
         Ok(known)
+    }
+}
+
+const CURSOR_KEY: &str = "processed_through";
+
+/// The last processed sequence number (0: none yet).
+fn processed_through(conn: &Connection) -> Result<i64, StoreError> {
+    match super::meta_get(conn, CURSOR_KEY)? {
+        None => Ok(0),
+        Some(text) => text
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("processing cursor {text:?}"))),
     }
 }
 

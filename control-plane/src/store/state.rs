@@ -43,8 +43,11 @@ pub struct HeldCost {
     pub event_id: String,
 }
 
-/// Sales and demand signals of one minute.
+/// Sales and demand signals of one minute. Stored as a compact
+/// `[minute, units, views, cart_adds]` array: a SKU keeps up to 60 of them and its state
+/// is rewritten whenever it changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(i64, i64, i64, i64)", into = "(i64, i64, i64, i64)")]
 pub struct DemandBucket {
     /// Unix minute (`occurred_at_ms / 60_000`).
     pub minute: i64,
@@ -52,6 +55,23 @@ pub struct DemandBucket {
     pub units: i64,
     pub views: i64,
     pub cart_adds: i64,
+}
+
+impl From<(i64, i64, i64, i64)> for DemandBucket {
+    fn from((minute, units, views, cart_adds): (i64, i64, i64, i64)) -> Self {
+        DemandBucket {
+            minute,
+            units,
+            views,
+            cart_adds,
+        }
+    }
+}
+
+impl From<DemandBucket> for (i64, i64, i64, i64) {
+    fn from(b: DemandBucket) -> Self {
+        (b.minute, b.units, b.views, b.cart_adds)
+    }
 }
 
 /// A promotion as configured by its feed.
@@ -237,11 +257,8 @@ impl SkuState {
     /// Loads one SKU's state.
     pub fn load(conn: &Connection, sku: &Sku) -> Result<Option<SkuState>, StoreError> {
         let text: Option<String> = conn
-            .query_row(
-                "SELECT state FROM sku_state WHERE sku = ?1",
-                [sku.as_str()],
-                |row| row.get(0),
-            )
+            .prepare_cached("SELECT state FROM sku_state WHERE sku = ?1")?
+            .query_row([sku.as_str()], |row| row.get(0))
             .optional()?;
         text.map(|text| {
             serde_json::from_str(&text)
