@@ -166,3 +166,36 @@ fn the_pipeline_publishes_over_http_and_resyncs_an_edge_that_moved() {
     assert_eq!(store.load().as_ref().unwrap().version(), report.version);
     handle.shutdown();
 }
+
+#[test]
+fn decisions_are_kept_while_the_edge_is_unreachable() {
+    // A port nobody listens on: bind, learn it, close it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ingestor = Ingestor::start(dir.path(), |_| {}).unwrap();
+    let mut pipeline = Pipeline::open(
+        dir.path(),
+        PipelineConfig::default(),
+        HttpPublisher::new(closed, TOKEN, Duration::from_millis(500)).unwrap(),
+    )
+    .unwrap();
+    ingestor
+        .ingest_blocking(vec![Submission {
+            feed: FeedKind::Catalog,
+            body: format!(r#"{{"event_id":"c1","sku":"A","category":"snacks","currency":"EUR","list_price_minor":1500,"tax_rate_bp":2000,"occurred_at_ms":{NOW}}}"#).into_bytes(),
+        }])
+        .unwrap();
+    let report = pipeline.process_all(NOW).unwrap();
+    assert_eq!(report.events, 1);
+    assert!(!report.edge_in_sync, "{report:?}");
+    let decisions = pipeline.decisions_for("A", 10).unwrap();
+    assert_eq!(
+        decisions.len(),
+        1,
+        "the decision is recorded even though no edge took it"
+    );
+    assert_eq!(decisions[0].final_price_minor, 1_500);
+}

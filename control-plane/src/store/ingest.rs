@@ -166,7 +166,7 @@ impl Writer {
                     for request in group {
                         let _ = request
                             .reply_tx
-                            .send(Err(StoreError::Corrupt(format!("ingest failed: {err}"))));
+                            .send(Err(StoreError::GroupFailed(err.to_string())));
                     }
                 }
             }

@@ -50,6 +50,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the ingest writer has stopped")]
     Stopped,
+    /// The group's transaction failed and rolled back: nothing of it was stored, and
+    /// resending the same events is safe.
+    #[error("storing the events failed, nothing was stored: {0}")]
+    GroupFailed(String),
 }
 
 impl StoreError {
@@ -60,6 +64,7 @@ impl StoreError {
             StoreError::Sqlite(_) => "storage_error",
             StoreError::Corrupt(_) => "storage_corrupt",
             StoreError::Stopped => "ingest_stopped",
+            StoreError::GroupFailed(_) => "storage_error",
         }
     }
 }
