@@ -7,14 +7,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
-use edgeprice_pricing::Currency;
+use edgeprice_server::http::{self, ServerHandle};
 use edgeprice_server::metrics::Metrics;
-use edgeprice_server::store::now_ms;
-use edgeprice_server::synth::{self, SynthSpec};
-use edgeprice_server::{http, Api, ApiConfig, SnapshotStore, Update};
+use edgeprice_server::{Api, ApiConfig, SnapshotStore, Update};
 use tracing::{error, info, warn};
 
 use crate::config::EdgeConfig;
+use crate::embedded::Embedded;
 
 /// Flags of `edgeprice server`; each overrides the config file.
 #[derive(Debug, Args)]
@@ -48,8 +47,8 @@ pub struct ServerArgs {
 /// Flags of `edgeprice up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Load a generated demo catalog (10,000 SKUs, 4 stores, 3 channels, promotions)
-    /// when the data directory holds no snapshot yet.
+    /// Run the feed simulator: 10,000 SKUs, 4 stores, 3 channels, demand, competitor
+    /// moves, vendor cost changes and a flash sale, through the real feed path.
     #[arg(long)]
     demo: bool,
     /// Where state is kept between runs.
@@ -58,9 +57,15 @@ pub struct UpArgs {
     /// Address of the edge.
     #[arg(long, env = "EDGEPRICE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Address of the control plane (feeds, admin).
+    #[arg(long, env = "EDGEPRICE_FEEDS_LISTEN", default_value = "127.0.0.1:8081")]
+    feeds_listen: SocketAddr,
     /// Admin bearer token; by default one is generated into DATA_DIR/admin.token.
     #[arg(long, env = "EDGEPRICE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Feed bearer token; by default one is generated into DATA_DIR/feed.token.
+    #[arg(long, env = "EDGEPRICE_FEED_TOKEN", hide_env_values = true)]
+    feed_token: Option<String>,
 }
 
 pub fn server(args: ServerArgs) -> anyhow::Result<()> {
@@ -88,7 +93,7 @@ pub fn server(args: ServerArgs) -> anyhow::Result<()> {
         println!("configuration is valid: {config:?}");
         return Ok(());
     }
-    run_edge(config, None)
+    run_edge(config)
 }
 
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -96,31 +101,51 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let admin_token = match args.admin_token {
         Some(token) => token,
-        None => admin_token_file(&args.data_dir)?,
+        None => token_file(&args.data_dir, "admin.token")?,
+    };
+    let feed_token = match args.feed_token {
+        Some(token) => token,
+        None => token_file(&args.data_dir, "feed.token")?,
     };
     let config = EdgeConfig {
         listen: args.listen,
         data_dir: Some(args.data_dir.join("edge")),
-        admin_token: Some(admin_token),
+        admin_token: Some(admin_token.clone()),
         ..EdgeConfig::default()
     };
     config.validate()?;
-    let demo = args.demo.then(|| SynthSpec {
-        skus: 10_000,
-        stores: 4,
-        channels: 3,
-        seed: 2026,
-        version: 1,
-        now_ms: now_ms(),
-        currency: Currency::EUR,
-    });
-    run_edge(config, demo)
+    let (store, handle) = start_edge(&config)?;
+    let embedded = Embedded::start(
+        Arc::clone(&store),
+        &args.data_dir,
+        args.feeds_listen,
+        feed_token,
+        admin_token,
+        args.demo,
+    )?;
+    let (edge_addr, feeds_addr) = (handle.local_addr(), embedded.feeds_addr());
+    println!("edgeprice is up: edge http://{edge_addr}, control plane http://{feeds_addr}");
+    println!("  curl 'http://{edge_addr}/v1/prices/SKU-0000042?store=store-1&channel=web'");
+    println!("  curl 'http://{edge_addr}/v1/prices?skus=SKU-0000001,SKU-0000002,SKU-0000003'");
+    println!("  curl http://{edge_addr}/metrics");
+    println!(
+        "  curl -H \"Authorization: Bearer $(cat {})\" 'http://{feeds_addr}/v1/admin/decisions?sku=SKU-0000042'",
+        args.data_dir.join("admin.token").display()
+    );
+    if args.demo {
+        println!("the demo simulator is feeding the control plane; prices appear within seconds");
+    }
+    wait_for_signals(&config, &store)?;
+    info!("shutting down");
+    drop(embedded);
+    handle.shutdown();
+    Ok(())
 }
 
-/// Reads DATA_DIR/admin.token, creating it (mode 0600) on first use.
-fn admin_token_file(data_dir: &Path) -> anyhow::Result<String> {
+/// Reads DATA_DIR/NAME, creating it (a random 32-character token, mode 0600) on first use.
+fn token_file(data_dir: &Path, name: &str) -> anyhow::Result<String> {
     use rand::Rng;
-    let path = data_dir.join("admin.token");
+    let path = data_dir.join(name);
     if let Ok(token) = std::fs::read_to_string(&path) {
         return Ok(token.trim().to_owned());
     }
@@ -135,7 +160,7 @@ fn admin_token_file(data_dir: &Path) -> anyhow::Result<String> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     }
-    info!(path = %path.display(), "generated an admin token");
+    info!(path = %path.display(), "generated a token");
     Ok(token)
 }
 
@@ -152,7 +177,17 @@ fn load_snapshot_file(store: &SnapshotStore, path: &Path, force: bool) -> anyhow
     Ok(())
 }
 
-fn run_edge(config: EdgeConfig, demo: Option<SynthSpec>) -> anyhow::Result<()> {
+fn run_edge(config: EdgeConfig) -> anyhow::Result<()> {
+    let (store, handle) = start_edge(&config)?;
+    wait_for_signals(&config, &store)?;
+    info!("shutting down");
+    handle.shutdown();
+    Ok(())
+}
+
+/// Opens the store (recovering persisted state), loads `config.snapshot` if it is newer,
+/// and starts serving.
+fn start_edge(config: &EdgeConfig) -> anyhow::Result<(Arc<SnapshotStore>, ServerHandle)> {
     let store = Arc::new(SnapshotStore::open(config.data_dir.clone())?);
     let current = store.load().as_ref().map(|s| s.version());
     if let Some(path) = &config.snapshot {
@@ -165,13 +200,8 @@ fn run_edge(config: EdgeConfig, demo: Option<SynthSpec>) -> anyhow::Result<()> {
             Err(err) => return Err(err),
         }
     }
-    if let (Some(spec), false) = (&demo, store.is_ready()) {
-        let data = synth::generate(spec);
-        let applied = store.update_blocking(Update::FullData { data, force: false })?;
-        info!(entries = applied.entries, "loaded the demo catalog");
-    }
     if !store.is_ready() {
-        warn!("no snapshot loaded yet: /readyz answers 503 until one is uploaded to /v1/admin/snapshot");
+        warn!("no snapshot loaded yet: /readyz answers 503 until one is published");
     }
     let workers = config.worker_count();
     let metrics = Arc::new(Metrics::new(workers));
@@ -185,16 +215,12 @@ fn run_edge(config: EdgeConfig, demo: Option<SynthSpec>) -> anyhow::Result<()> {
         },
     ));
     let handle = http::serve(config.listen, workers, api)?;
-    let addr = handle.local_addr();
-    info!(%addr, workers, "edge serving");
-    if demo.is_some() {
-        println!("edgeprice is up on http://{addr}");
-        println!("  curl 'http://{addr}/v1/prices/SKU-0000042?store=store-1&channel=web'");
-        println!("  curl 'http://{addr}/v1/prices?skus=SKU-0000001,SKU-0000002,SKU-0000003'");
-        println!("  curl http://{addr}/metrics");
-        println!("(the control plane that moves prices is not built yet; this serves a generated catalog)");
-    }
+    info!(addr = %handle.local_addr(), workers, "edge serving");
+    Ok((store, handle))
+}
 
+/// Serves until SIGTERM or Ctrl-C; SIGHUP reloads `config.snapshot` (forced).
+fn wait_for_signals(config: &EdgeConfig, store: &Arc<SnapshotStore>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -206,7 +232,7 @@ fn run_edge(config: EdgeConfig, demo: Option<SynthSpec>) -> anyhow::Result<()> {
             tokio::select! {
                 _ = hangup.recv() => match &config.snapshot {
                     Some(path) => {
-                        let (store, path) = (Arc::clone(&store), path.clone());
+                        let (store, path) = (Arc::clone(store), path.clone());
                         // Reading and decoding a large file blocks: keep it off this loop.
                         let result = tokio::task::spawn_blocking(move || load_snapshot_file(&store, &path, true)).await;
                         match result {
@@ -222,8 +248,5 @@ fn run_edge(config: EdgeConfig, demo: Option<SynthSpec>) -> anyhow::Result<()> {
             }
         }
         anyhow::Ok(())
-    })?;
-    info!("shutting down");
-    handle.shutdown();
-    Ok(())
+    })
 }

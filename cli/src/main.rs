@@ -1,12 +1,14 @@
 //! `edgeprice`: the one binary.
 //!
-//! - `edgeprice up [--demo]`: everything on one machine (today: the edge server with
-//!   embedded storage; `--demo` loads a generated catalog).
+//! - `edgeprice up [--demo]`: everything on one machine — control plane and edge in one
+//!   process, SQLite state in a data directory; `--demo` adds a feed simulator.
 //! - `edgeprice server`: an edge price server.
 //! - `edgeprice snapshot generate|inspect`: synthetic snapshots and their contents.
 
 mod config;
+mod demo;
 mod edge;
+mod embedded;
 
 /// mimalloc: snapshot builds allocate millions of small objects and glibc malloc spent
 /// more than half of a delta's build time in its own bookkeeping (perf, delta_apply).
