@@ -279,9 +279,15 @@ DELTA_SECONDS=$((DURATION + WARMUP + 1))
 log "edgeprice under $DELTA_RATE req/s with ${DELTA_ENTRIES}-entry deltas every ${DELTA_INTERVAL_MS} ms"
 taskset -c "$LOAD_CPU" "$BIN/delta_pusher" --url "http://127.0.0.1:$EDGE_PORT" --token "$TOKEN" \
     --interval-ms "$DELTA_INTERVAL_MS" --entries "$DELTA_ENTRIES" --skus "$SKUS" --stores "$STORES" \
-    --channels "$CHANNELS" --duration "$DELTA_SECONDS" --json >"$WORK/delta.json" 2>"$WORK/delta.log" &
+    --channels "$CHANNELS" --duration "$DELTA_SECONDS" --ready-file "$WORK/delta.ready" \
+    --json >"$WORK/delta.json" 2>"$WORK/delta.log" &
 PUSHER_PID=$!
 PIDS+=("$PUSHER_PID")
+# The pusher encodes its deltas first; the load starts once they are ready.
+until [[ -e $WORK/delta.ready ]]; do
+    kill -0 "$PUSHER_PID" 2>/dev/null || { cat "$WORK/delta.log" >&2; die "delta_pusher exited before pushing"; }
+    sleep 0.1
+done
 DELTA_CPU_BEFORE=$(cpu_us "$EDGE_PID")
 taskset -c "$LOAD_CPU" "$BIN/loadgen" --url "http://127.0.0.1:$EDGE_PORT/" --paths-file "$WORK/paths.txt" \
     --rate "$DELTA_RATE" --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" \
@@ -384,7 +390,7 @@ delta_section() {
     local total
     total=$(jq -r '.total_responses' "$l")
     echo "Edge under ${DELTA_RATE} req/s (spread paths, ${LOAD_PCT}% of its saturation) while delta_pusher applies"
-    echo "${DELTA_ENTRIES}-entry deltas every ${DELTA_INTERVAL_MS} ms (pusher on the load core):"
+    echo "${DELTA_ENTRIES}-entry deltas every ${DELTA_INTERVAL_MS} ms (pusher on the load core, deltas encoded before the load starts):"
     echo
     echo "| what | value |"
     echo "|---|---|"
