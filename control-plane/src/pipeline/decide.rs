@@ -63,19 +63,33 @@ pub enum InventoryPressure {
 /// The features of one decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Features {
+    /// Units sold in the last 5 minutes.
     pub units_5m: i64,
+    /// Units sold in the last 15 minutes.
     pub units_15m: i64,
+    /// Units sold in the last 60 minutes.
     pub units_60m: i64,
+    /// Velocities over those windows, milli-units per hour.
     pub velocity_5m_milli: i64,
+    /// See `velocity_5m_milli`.
     pub velocity_15m_milli: i64,
+    /// See `velocity_5m_milli`.
     pub velocity_60m_milli: i64,
+    /// Velocity of the 55 minutes before the last 5, milli-units per hour.
     pub baseline_milli: i64,
+    /// 5-minute velocity over the baseline, basis points (none when the baseline is zero).
     pub surge_ratio_bp: Option<i64>,
+    /// Demand surge: the price is raised by `surge_uplift_bp`.
     pub surge: bool,
+    /// Demand spike: promotions are reduced and limited per customer.
     pub spike: bool,
+    /// Units on hand across stores; none before the first inventory event.
     pub on_hand: Option<i64>,
+    /// Stock relative to the expected sales.
     pub inventory_pressure: InventoryPressure,
+    /// Lowest competitor price seen within `competitor_max_age_ms`.
     pub competitor_min_minor: Option<i64>,
+    /// That price's distance from the list price, basis points (negative: cheaper).
     pub competitor_delta_bp: Option<i64>,
 }
 
@@ -91,11 +105,15 @@ pub struct Forecast {
 /// What the policy did with the SKU's promotion.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromotionDecision {
+    /// The promotion's id.
     pub promotion_id: String,
+    /// The discount the promotion asks for.
     pub requested: Discount,
     /// The discount published; none when blocked or ended.
     pub applied: Option<Discount>,
+    /// The promotional price published.
     pub price_minor: Option<i64>,
+    /// Units one customer may buy at the promotional price.
     pub max_per_customer: Option<i64>,
     /// `keep`, `reduce`, `cut`, `blocked` or `end_early`.
     pub action: String,
@@ -104,18 +122,31 @@ pub struct PromotionDecision {
 /// The inputs a decision read from the SKU's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionInputs {
+    /// The SKU's category (selects the rules).
     pub category: String,
+    /// ISO 4217 code of every amount.
     pub currency: String,
+    /// Catalog list price.
     pub list_price_minor: i64,
+    /// The cost in force; none before the first cost event.
     pub cost_minor: Option<i64>,
+    /// A cost held for review (not applied).
     pub held_cost_minor: Option<i64>,
+    /// Largest discount allowed while a cost is held.
     pub discount_cap_minor: Option<i64>,
+    /// Logistics cost per unit.
     pub logistics_minor: i64,
+    /// Tax rate, basis points.
     pub tax_rate_bp: i64,
+    /// MAP or regulatory floor from the catalog.
     pub regulatory_floor_minor: Option<i64>,
+    /// Regulatory ceiling from the catalog.
     pub ceiling_minor: Option<i64>,
+    /// Price in force at the start of the change interval.
     pub interval_start_price_minor: Option<i64>,
+    /// High-risk categories: the approved dynamic price.
     pub approved_price_minor: Option<i64>,
+    /// The promotion considered (active, else the next to start).
     pub promotion: Option<PromotionState>,
 }
 
@@ -135,20 +166,31 @@ pub enum DecisionStatus {
 /// Everything about one decision: enough to explain and replay it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionRecord {
+    /// The SKU decided.
     pub sku: String,
+    /// When the decision was made (the pipeline's clock), Unix ms.
     pub decided_at_ms: i64,
+    /// Version of the rules that made it (`PipelineConfig::rule_set_version`).
     pub rule_set_version: String,
     /// Ids of the events that led to it.
     pub trigger_event_ids: Vec<String>,
+    /// What the decision read from the SKU's state.
     pub inputs: DecisionInputs,
+    /// Demand, inventory and competitor features.
     pub features: Features,
     /// Rule codes, in the order they fired.
     pub rules_fired: Vec<String>,
+    /// The regular price before the guardrails.
     pub candidate_minor: i64,
+    /// What the guardrails changed, in order.
     pub guardrail_adjustments: Vec<Adjustment>,
+    /// The floor published with the price and the rule that sets it.
     pub floor: Option<Floor>,
+    /// Expected sales and depletion.
     pub forecast: Forecast,
+    /// What the promotion policy did.
     pub promotion: Option<PromotionDecision>,
+    /// The regular price published.
     pub final_price_minor: i64,
     /// Margin at the final regular price, basis points.
     pub margin_after_bp: Option<i64>,
@@ -156,6 +198,7 @@ pub struct DecisionRecord {
     pub promotion_margin_bp: Option<i64>,
     /// The main reason for the price (see [`reason_code`]).
     pub reason_code: String,
+    /// Whether it was published.
     pub status: DecisionStatus,
     /// The snapshot version that carries it.
     pub snapshot_version: u64,
@@ -166,15 +209,18 @@ pub struct DecisionRecord {
 /// An alert for operators.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
+    /// The SKU concerned.
     pub sku: String,
     /// `promotion_blocked`, `guardrail_conflict`, `cost_anomaly`, `inventory_exhausted`.
     pub kind: String,
+    /// What happened, for a person.
     pub message: String,
 }
 
 /// The result of [`decide`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// The decision record (appended to the audit log).
     pub record: DecisionRecord,
     /// The entry to publish; `None` when nothing new may be published.
     pub entry: Option<PriceEntry>,
