@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use edgeprice_control::feeds::FeedKind;
 use edgeprice_control::pipeline::{Pipeline, PipelineConfig};
-use edgeprice_control::publish::{HttpPublisher, PublishError, Publisher};
+use edgeprice_control::publish::{FanOut, HttpPublisher, PublishError, Publisher};
 use edgeprice_control::store::{Ingestor, Submission};
 use edgeprice_pricing::{Currency, PriceEntry, PriceKey, Sku};
 use edgeprice_schemas::codec::{DeltaData, SnapshotData};
@@ -198,4 +198,66 @@ fn decisions_are_kept_while_the_edge_is_unreachable() {
         "the decision is recorded even though no edge took it"
     );
     assert_eq!(decisions[0].final_price_minor, 1_500);
+}
+
+#[test]
+fn each_edge_of_a_fan_out_is_resynced_on_its_own() {
+    let (store_a, edge_a) = edge();
+    let (_store_b, edge_b) = edge();
+    let addr_b = edge_b.local_addr();
+    let fan_out = Arc::new(FanOut::new(vec![
+        Box::new(publisher(edge_a.local_addr(), TOKEN)),
+        Box::new(publisher(addr_b, TOKEN)),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let ingestor = Ingestor::start(dir.path(), |_| {}).unwrap();
+    let mut pipeline =
+        Pipeline::open(dir.path(), PipelineConfig::default(), fan_out.clone()).unwrap();
+    let send = |id: &str, sku: &str, list: i64| {
+        ingestor
+            .ingest_blocking(vec![Submission {
+                feed: FeedKind::Catalog,
+                body: format!(r#"{{"event_id":"{id}","sku":"{sku}","category":"snacks","currency":"EUR","list_price_minor":{list},"tax_rate_bp":2000,"occurred_at_ms":{NOW}}}"#).into_bytes(),
+            }])
+            .unwrap()
+    };
+    send("c1", "A", 1_500);
+    pipeline.process_all(NOW).unwrap();
+    assert_eq!(fan_out.edges_in_sync(), 2);
+
+    // Edge B goes away; A keeps getting deltas.
+    edge_b.shutdown();
+    send("c2", "B", 900);
+    let report = pipeline.process_all(NOW).unwrap();
+    assert!(report.edge_in_sync);
+    assert_eq!(fan_out.edges_in_sync(), 1);
+    assert_eq!(edge_price(&store_a, "B"), Some((900, 900)));
+
+    // B comes back empty on the same address: the next update brings it everything.
+    let store_b = Arc::new(SnapshotStore::open(None).unwrap());
+    let api = Api::new(
+        store_b.clone(),
+        Arc::new(Metrics::new(1)),
+        ApiConfig {
+            admin_token: Some(TOKEN.into()),
+            ..ApiConfig::default()
+        },
+    );
+    let edge_b = serve(addr_b, 1, Arc::new(api)).unwrap();
+    send("c3", "C", 700);
+    pipeline.process_all(NOW).unwrap();
+    assert_eq!(fan_out.edges_in_sync(), 2);
+    for sku in ["A", "B", "C"] {
+        assert_eq!(
+            edge_price(&store_b, sku),
+            edge_price(&store_a, sku),
+            "{sku}"
+        );
+    }
+    assert_eq!(
+        store_a.load().as_ref().unwrap().version(),
+        store_b.load().as_ref().unwrap().version()
+    );
+    edge_a.shutdown();
+    edge_b.shutdown();
 }

@@ -10,12 +10,14 @@
 //! [`Publisher`] is implemented by [`InProcessEdge`] for the edge in the same process
 //! (embedded mode: decoded updates go to the edge's snapshot store) and by
 //! [`HttpPublisher`] for a remote edge (`POST /v1/admin/snapshot[/delta]` with the
-//! flatbuffer encoding).
+//! flatbuffer encoding); [`FanOut`] serves several edges and resyncs each on its own.
 
 mod edge;
+mod fanout;
 mod http;
 
 pub use edge::InProcessEdge;
+pub use fanout::FanOut;
 pub use http::HttpPublisher;
 
 use edgeprice_schemas::codec::{DeltaData, SnapshotData};
