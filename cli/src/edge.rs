@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::config::EdgeConfig;
 use crate::embedded::Embedded;
+use edgeprice_control::publish::InProcessEdge;
 
 /// Flags of `edgeprice server`; each overrides the config file.
 #[derive(Debug, Args)]
@@ -116,7 +117,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     config.validate()?;
     let (store, handle) = start_edge(&config)?;
     let embedded = Embedded::start(
-        Arc::clone(&store),
+        InProcessEdge(Arc::clone(&store)),
         &args.data_dir,
         args.feeds_listen,
         feed_token,
@@ -143,7 +144,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 /// Reads DATA_DIR/NAME, creating it (a random 32-character token, mode 0600) on first use.
-fn token_file(data_dir: &Path, name: &str) -> anyhow::Result<String> {
+pub fn token_file(data_dir: &Path, name: &str) -> anyhow::Result<String> {
     use rand::Rng;
     let path = data_dir.join(name);
     if let Ok(token) = std::fs::read_to_string(&path) {

@@ -1,15 +1,13 @@
-//! The control plane inside `edgeprice up`: the decision pipeline publishing straight
-//! into this process's edge, feed ingestion over HTTP, and the demo simulator.
+//! The control plane as `edgeprice up` and `edgeprice control` run it: the decision
+//! pipeline with its publisher, feed ingestion over HTTP, and the demo simulator.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context;
 use edgeprice_control::http::{FeedSource, IngestHttpConfig, IngestServer};
-use edgeprice_control::publish::InProcessEdge;
+use edgeprice_control::publish::Publisher;
 use edgeprice_control::runtime::{ControlPlane, RuntimeConfig};
-use edgeprice_server::SnapshotStore;
 use tracing::info;
 
 use crate::demo::Simulator;
@@ -24,9 +22,10 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Starts the control plane over `data_dir/control`, publishing into `edge`.
-    pub fn start(
-        edge: Arc<SnapshotStore>,
+    /// Starts the control plane over `data_dir/control`, publishing to `publisher`
+    /// (this process's edge in `up`, remote edges in `control`).
+    pub fn start<P: Publisher + 'static>(
+        publisher: P,
         data_dir: &Path,
         feeds_listen: SocketAddr,
         feed_token: String,
@@ -37,8 +36,8 @@ impl Embedded {
             data_dir: data_dir.join("control"),
             ..RuntimeConfig::default()
         };
-        let control = ControlPlane::start(config, InProcessEdge(edge))
-            .context("starting the control plane")?;
+        let control =
+            ControlPlane::start(config, publisher).context("starting the control plane")?;
         let ingest = IngestServer::start(
             IngestHttpConfig {
                 listen: feeds_listen,

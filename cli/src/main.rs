@@ -3,9 +3,12 @@
 //! - `edgeprice up [--demo]`: everything on one machine — control plane and edge in one
 //!   process, SQLite state in a data directory; `--demo` adds a feed simulator.
 //! - `edgeprice server`: an edge price server.
+//! - `edgeprice control`: the control plane alone, publishing to a remote edge.
+//! - `edgeprice audit verify`: check the decision audit chain.
 //! - `edgeprice snapshot generate|inspect`: synthetic snapshots and their contents.
 
 mod config;
+mod control;
 mod demo;
 mod edge;
 mod embedded;
@@ -40,9 +43,24 @@ enum Command {
     Up(edge::UpArgs),
     /// Run an edge price server.
     Server(edge::ServerArgs),
+    /// Run the control plane alone, publishing to a remote edge.
+    Control(control::ControlArgs),
+    /// Check the tamper-evident decision audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Work with snapshot files.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain; exits 1 if any record was altered or removed.
+    Verify {
+        /// The data directory of `edgeprice up` or `edgeprice control`.
+        #[arg(long, env = "EDGEPRICE_DATA_DIR", default_value = "edgeprice-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +110,13 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up(args) => edge::up(args),
         Command::Server(args) => edge::server(args),
+        Command::Control(args) => control::control(args),
+        Command::Audit(AuditCommand::Verify { data_dir }) => {
+            if !control::verify(&data_dir)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Snapshot(SnapshotCommand::Generate(args)) => generate(args),
         Command::Snapshot(SnapshotCommand::Inspect { file }) => inspect(&file),
     }

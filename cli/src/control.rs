@@ -1,0 +1,108 @@
+//! `edgeprice control` (the control plane publishing to a remote edge) and
+//! `edgeprice audit verify`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use edgeprice_control::audit;
+use edgeprice_control::publish::HttpPublisher;
+use tracing::info;
+
+use crate::edge::token_file;
+use crate::embedded::Embedded;
+
+/// Flags of `edgeprice control`.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// Where control-plane state (SQLite) is kept.
+    #[arg(long, env = "EDGEPRICE_DATA_DIR", default_value = "edgeprice-data")]
+    data_dir: PathBuf,
+    /// Address for feeds and the admin API.
+    #[arg(long, env = "EDGEPRICE_FEEDS_LISTEN", default_value = "127.0.0.1:8081")]
+    feeds_listen: SocketAddr,
+    /// The edge to publish to (its admin routes: full snapshot, then deltas).
+    #[arg(long, env = "EDGEPRICE_EDGE")]
+    edge: SocketAddr,
+    /// The edge's admin bearer token.
+    #[arg(long, env = "EDGEPRICE_EDGE_TOKEN", hide_env_values = true)]
+    edge_token: String,
+    /// Admin bearer token of this control plane; by default DATA_DIR/admin.token.
+    #[arg(long, env = "EDGEPRICE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Feed bearer token; by default DATA_DIR/feed.token.
+    #[arg(long, env = "EDGEPRICE_FEED_TOKEN", hide_env_values = true)]
+    feed_token: Option<String>,
+    /// Run the demo feed simulator too.
+    #[arg(long)]
+    demo: bool,
+}
+
+pub fn control(args: ControlArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let admin_token = match args.admin_token {
+        Some(token) => token,
+        None => token_file(&args.data_dir, "admin.token")?,
+    };
+    let feed_token = match args.feed_token {
+        Some(token) => token,
+        None => token_file(&args.data_dir, "feed.token")?,
+    };
+    let publisher = HttpPublisher::new(args.edge, args.edge_token, Duration::from_secs(30))?;
+    let embedded = Embedded::start(
+        publisher,
+        &args.data_dir,
+        args.feeds_listen,
+        feed_token,
+        admin_token,
+        args.demo,
+    )?;
+    println!(
+        "control plane on http://{}, publishing to http://{}",
+        embedded.feeds_addr(),
+        args.edge
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    info!("shutting down");
+    drop(embedded);
+    Ok(())
+}
+
+/// `edgeprice audit verify`: walks the decision audit chain. Exit status 1 when a record
+/// was altered or removed.
+pub fn verify(data_dir: &Path) -> anyhow::Result<bool> {
+    // `up` keeps the control plane under DATA_DIR/control; accept either directory.
+    let nested = data_dir.join("control");
+    let dir = if nested.is_dir() {
+        nested
+    } else {
+        data_dir.to_owned()
+    };
+    let report = audit::verify_data_dir(&dir)
+        .with_context(|| format!("reading the audit log in {}", dir.display()))?;
+    match &report.first_bad {
+        None => println!(
+            "audit chain intact: {} records, head {} {}",
+            report.records, report.head_seq, report.head_hash
+        ),
+        Some(bad) => println!(
+            "audit chain BROKEN at record {}: {} ({} records checked)",
+            bad.seq, bad.problem, report.records
+        ),
+    }
+    Ok(report.is_intact())
+}
