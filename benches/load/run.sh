@@ -430,6 +430,9 @@ REPORT=$WORK/RESULTS.md
     table
     echo
     echo "Ratios compare edgeprice (the spread row with itself) to each row: req/s above 1 and CPU below 1 favour the edge."
+    echo "Req/s at saturation is the share of core $SERVER_CPU a server got while other work ran on the machine (the seed"
+    echo "design runs two processes there, so it gets two shares) and partly wrk's own limit: CPU µs/req is the figure to compare."
+    echo "\"fell behind the schedule\": at that fixed rate requests left late, so its latencies include queueing behind stalls."
     echo
     echo "## Snapshot deltas under load"
     echo
