@@ -213,7 +213,9 @@ impl<P: Publisher> Pipeline<P> {
             });
         }
         let version = self.version + 1;
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut states: HashMap<Sku, Option<SkuState>> = HashMap::new();
         // SKUs in order of their first event in the batch, with their events' ids and
         // the alerts raised while applying them.
@@ -331,7 +333,9 @@ impl<P: Publisher> Pipeline<P> {
         let mut total = BatchReport::default();
         for chunk in skus.chunks(self.config.batch_size) {
             let version = self.version + 1;
-            let tx = self.conn.transaction()?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut upserts = Vec::new();
             let mut states = Vec::with_capacity(chunk.len());
             for sku in chunk {
@@ -447,7 +451,9 @@ impl<P: Publisher> Pipeline<P> {
         let version = self.version + 1;
         // Read from the database; the cached copy is replaced after the commit.
         self.cache.remove(sku);
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut state =
             SkuState::load(&tx, sku)?.ok_or_else(|| PipelineError::UnknownSku(sku.to_string()))?;
         change(&mut state)?;

@@ -150,11 +150,13 @@ impl Writer {
             match self.write_group(&group) {
                 Ok((outcomes, max_seq)) => {
                     debug!(requests = group.len(), events, "ingest group committed");
-                    for (request, outcomes) in group.into_iter().zip(outcomes) {
-                        let _ = request.reply_tx.send(Ok(outcomes));
-                    }
+                    // Wake the pipeline before acknowledging: it starts sooner, and a
+                    // producer that sees its ack can rely on the wake-up having happened.
                     if let Some(seq) = max_seq {
                         on_commit(seq);
+                    }
+                    for (request, outcomes) in group.into_iter().zip(outcomes) {
+                        let _ = request.reply_tx.send(Ok(outcomes));
                     }
                 }
                 Err(err) => {
@@ -178,7 +180,12 @@ impl Writer {
         group: &[Request],
     ) -> Result<(Vec<Vec<Outcome>>, Option<i64>), StoreError> {
         let now_ms = now_ms();
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: take the write lock up front. A deferred transaction that reads
+        // (the dedup check) and then writes fails with SQLITE_BUSY at once, without
+        // waiting, when the pipeline committed in between.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut max_seq = None;
         let mut all = Vec::with_capacity(group.len());
         for request in group {
