@@ -11,7 +11,7 @@ use edgeprice_control::audit;
 use edgeprice_control::publish::HttpPublisher;
 use tracing::info;
 
-use crate::edge::token_file;
+use crate::edge::prepare_data_dir;
 use crate::embedded::Embedded;
 
 /// Flags of `edgeprice control`.
@@ -41,16 +41,8 @@ pub struct ControlArgs {
 }
 
 pub fn control(args: ControlArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
-    let admin_token = match args.admin_token {
-        Some(token) => token,
-        None => token_file(&args.data_dir, "admin.token")?,
-    };
-    let feed_token = match args.feed_token {
-        Some(token) => token,
-        None => token_file(&args.data_dir, "feed.token")?,
-    };
+    let (admin_token, feed_token) =
+        prepare_data_dir(&args.data_dir, args.admin_token, args.feed_token)?;
     let publisher = HttpPublisher::new(args.edge, args.edge_token, Duration::from_secs(30))?;
     let embedded = Embedded::start(
         publisher,

@@ -98,16 +98,8 @@ pub fn server(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
-    let admin_token = match args.admin_token {
-        Some(token) => token,
-        None => token_file(&args.data_dir, "admin.token")?,
-    };
-    let feed_token = match args.feed_token {
-        Some(token) => token,
-        None => token_file(&args.data_dir, "feed.token")?,
-    };
+    let (admin_token, feed_token) =
+        prepare_data_dir(&args.data_dir, args.admin_token, args.feed_token)?;
     let config = EdgeConfig {
         listen: args.listen,
         data_dir: Some(args.data_dir.join("edge")),
@@ -143,8 +135,28 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates the data directory of `up`/`control` and returns the admin and feed tokens:
+/// the given ones, or those kept in DATA_DIR/admin.token and DATA_DIR/feed.token.
+pub fn prepare_data_dir(
+    data_dir: &Path,
+    admin_token: Option<String>,
+    feed_token: Option<String>,
+) -> anyhow::Result<(String, String)> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let admin_token = match admin_token {
+        Some(token) => token,
+        None => token_file(data_dir, "admin.token")?,
+    };
+    let feed_token = match feed_token {
+        Some(token) => token,
+        None => token_file(data_dir, "feed.token")?,
+    };
+    Ok((admin_token, feed_token))
+}
+
 /// Reads DATA_DIR/NAME, creating it (a random 32-character token, mode 0600) on first use.
-pub fn token_file(data_dir: &Path, name: &str) -> anyhow::Result<String> {
+fn token_file(data_dir: &Path, name: &str) -> anyhow::Result<String> {
     use rand::Rng;
     let path = data_dir.join(name);
     if let Ok(token) = std::fs::read_to_string(&path) {
