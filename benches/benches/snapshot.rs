@@ -62,6 +62,7 @@ fn delta(snapshot: &Snapshot, n: usize, seed: u64) -> DeltaData {
         base_version: snapshot.version(),
         version: snapshot.version() + 1,
         created_at_ms: now_ms(),
+        promotions: None,
         upserts,
         removals: Vec::new(),
     }

@@ -64,6 +64,7 @@ fn the_edge_answers_are_mapped_onto_publish_errors() {
         base_version: 1,
         version: 2,
         created_at_ms: NOW,
+        promotions: None,
         upserts: vec![entry("A", 100)],
         removals: Vec::new(),
     };
@@ -80,6 +81,7 @@ fn the_edge_answers_are_mapped_onto_publish_errors() {
     let snapshot = SnapshotData {
         version: 5,
         created_at_ms: NOW,
+        promotions: None,
         entries: vec![entry("A", 100)],
     };
     assert_eq!(right.publish_snapshot(snapshot.clone()), Ok(5));
@@ -96,6 +98,7 @@ fn the_edge_answers_are_mapped_onto_publish_errors() {
         base_version: 5,
         version: 6,
         created_at_ms: NOW,
+        promotions: None,
         upserts: Vec::new(),
         removals: Vec::new(),
     });
@@ -147,6 +150,7 @@ fn the_pipeline_publishes_over_http_and_resyncs_an_edge_that_moved() {
             data: SnapshotData {
                 version: 100,
                 created_at_ms: NOW,
+                promotions: None,
                 entries: vec![entry("OTHER", 5)],
             },
             force: false,

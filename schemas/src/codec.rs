@@ -4,11 +4,21 @@
 //! body or file of the wrong kind is rejected with a clear error instead of being
 //! misread. Decoding verifies the buffer (flatbuffers verifier, sized for snapshots
 //! of many millions of entries) and validates every key and price.
+//!
+//! A snapshot may carry a promotions document ([`PromotionsDoc`], JSON in the
+//! `promotions_json` field): the promotion definitions, their stacking policy, the SKUs'
+//! categories and the stores' time zones. A delta that carries one replaces the whole
+//! document; a delta without one leaves it unchanged. Decoding checks every definition
+//! and the policy (cheap checks; the edge compiles the set on its writer thread).
 
+use edgeprice_pricing::promo::{Promotion, PromotionError, StackingPolicy};
 use edgeprice_pricing::{
     Currency, Dimension, EntryError, KeyError, MoneyError, PriceEntry, PriceKey, PromotionTag, Sku,
 };
 use flatbuffers::{FlatBufferBuilder, InvalidFlatbuffer, VerifierOptions, WIPOffset};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use crate::fb;
 
@@ -30,6 +40,72 @@ pub enum DecodeError {
     Currency { index: usize, source: MoneyError },
     #[error("entry {index}: {source}")]
     Entry { index: usize, source: EntryError },
+    #[error("invalid promotions: {0}")]
+    Promotions(String),
+}
+
+/// The promotions a snapshot carries, as the control plane publishes them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PromotionsDoc {
+    /// Promotions version; quotes carry it.
+    pub version: u64,
+    /// The stacking policy.
+    #[serde(default)]
+    pub policy: StackingPolicy,
+    pub promotions: Vec<Promotion>,
+    /// SKU → category, for category-targeted promotions.
+    #[serde(default)]
+    pub categories: BTreeMap<String, String>,
+    /// Time zone (IANA name) of stores not listed in `store_time_zones`; UTC when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Store → IANA time zone, for recurring promotion windows.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub store_time_zones: BTreeMap<String, String>,
+    /// Shipping fee of a cart before free-shipping promotions, minor units.
+    #[serde(default)]
+    pub shipping_fee_minor: i64,
+}
+
+impl PromotionsDoc {
+    /// Parses and checks a document: every definition, the policy, unique ids, known
+    /// time zones. Compiling the set can still find nothing more than these checks do.
+    pub fn parse(json: &str) -> Result<PromotionsDoc, DecodeError> {
+        let doc: PromotionsDoc = serde_json::from_str(json)
+            .map_err(|err| DecodeError::Promotions(format!("malformed document: {err}")))?;
+        doc.validate()?;
+        Ok(doc)
+    }
+
+    /// The checks [`PromotionsDoc::parse`] makes.
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        let invalid = |err: PromotionError| DecodeError::Promotions(err.to_string());
+        self.policy.validate().map_err(invalid)?;
+        let mut ids = HashSet::with_capacity(self.promotions.len());
+        for promotion in &self.promotions {
+            promotion.validate().map_err(invalid)?;
+            if !ids.insert(promotion.id.as_str()) {
+                return Err(invalid(PromotionError::DuplicateId(promotion.id.clone())));
+            }
+        }
+        for zone in self.time_zone.iter().chain(self.store_time_zones.values()) {
+            zone.parse::<chrono_tz::Tz>()
+                .map_err(|_| DecodeError::Promotions(format!("unknown time zone {zone:?}")))?;
+        }
+        if !(0..=edgeprice_pricing::promo::MAX_UNIT_PRICE_MINOR).contains(&self.shipping_fee_minor)
+        {
+            return Err(DecodeError::Promotions(format!(
+                "shipping fee {} is out of range",
+                self.shipping_fee_minor
+            )));
+        }
+        Ok(())
+    }
+
+    /// The document as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a promotions document always serialises")
+    }
 }
 
 /// A decoded full snapshot.
@@ -38,6 +114,8 @@ pub struct SnapshotData {
     pub version: u64,
     pub created_at_ms: i64,
     pub entries: Vec<PriceEntry>,
+    /// The promotions document; `None` = no promotions.
+    pub promotions: Option<Arc<PromotionsDoc>>,
 }
 
 /// A decoded delta: the changes that turn `base_version` into `version`.
@@ -48,6 +126,8 @@ pub struct DeltaData {
     pub created_at_ms: i64,
     pub upserts: Vec<PriceEntry>,
     pub removals: Vec<PriceKey>,
+    /// A promotions document replacing the current one; `None` = unchanged.
+    pub promotions: Option<Arc<PromotionsDoc>>,
 }
 
 fn verifier_options() -> VerifierOptions {
@@ -66,6 +146,7 @@ pub fn encode_snapshot(snapshot: &SnapshotData) -> Vec<u8> {
         snapshot.version,
         snapshot.created_at_ms,
         snapshot.entries.iter(),
+        snapshot.promotions.as_deref(),
     )
 }
 
@@ -75,16 +156,19 @@ pub fn encode_snapshot_parts<'e>(
     version: u64,
     created_at_ms: i64,
     entries: impl ExactSizeIterator<Item = &'e PriceEntry>,
+    promotions: Option<&PromotionsDoc>,
 ) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::with_capacity(entries.len() * 96 + 1024);
     let offsets: Vec<_> = entries.map(|e| write_entry(&mut fbb, e)).collect();
     let entries = fbb.create_vector(&offsets);
+    let promotions_json = promotions.map(|doc| fbb.create_string(&doc.to_json()));
     let root = fb::Snapshot::create(
         &mut fbb,
         &fb::SnapshotArgs {
             version,
             created_at_ms,
             entries: Some(entries),
+            promotions_json,
         },
     );
     fbb.finish(root, Some(SNAPSHOT_ID));
@@ -106,6 +190,10 @@ pub fn encode_delta(delta: &DeltaData) -> Vec<u8> {
         .map(|k| write_key(&mut fbb, k))
         .collect();
     let removals = fbb.create_vector(&removals);
+    let promotions_json = delta
+        .promotions
+        .as_deref()
+        .map(|doc| fbb.create_string(&doc.to_json()));
     let root = fb::SnapshotDelta::create(
         &mut fbb,
         &fb::SnapshotDeltaArgs {
@@ -114,6 +202,7 @@ pub fn encode_delta(delta: &DeltaData) -> Vec<u8> {
             created_at_ms: delta.created_at_ms,
             upserts: Some(upserts),
             removals: Some(removals),
+            promotions_json,
         },
     );
     fbb.finish(root, Some(DELTA_ID));
@@ -140,6 +229,7 @@ pub fn decode_snapshot(buf: &[u8]) -> Result<SnapshotData, DecodeError> {
         version: root.version(),
         created_at_ms: root.created_at_ms(),
         entries,
+        promotions: read_promotions(root.promotions_json())?,
     })
 }
 
@@ -173,7 +263,13 @@ pub fn decode_delta(buf: &[u8]) -> Result<DeltaData, DecodeError> {
         created_at_ms: root.created_at_ms(),
         upserts,
         removals,
+        promotions: read_promotions(root.promotions_json())?,
     })
+}
+
+fn read_promotions(json: Option<&str>) -> Result<Option<Arc<PromotionsDoc>>, DecodeError> {
+    json.map(|json| PromotionsDoc::parse(json).map(Arc::new))
+        .transpose()
 }
 
 fn dim_str(d: &Dimension) -> Option<&str> {
@@ -310,6 +406,7 @@ mod tests {
         let data = SnapshotData {
             version: 42,
             created_at_ms: 1_700_000_000_000,
+            promotions: None,
             entries: vec![entry("A", "*", 1000, true), entry("B", "s1", 250, false)],
         };
         let buf = encode_snapshot(&data);
@@ -322,11 +419,65 @@ mod tests {
             base_version: 1,
             version: 2,
             created_at_ms: 9,
+            promotions: None,
             upserts: vec![entry("A", "s2", 10, true)],
             removals: vec![PriceKey::chain_wide(Sku::new("B").unwrap())],
         };
         let buf = encode_delta(&data);
         assert_eq!(decode_delta(&buf).unwrap(), data);
+    }
+
+    fn doc(basis_points: u32) -> Arc<PromotionsDoc> {
+        let mut doc = PromotionsDoc {
+            version: 3,
+            promotions: edgeprice_pricing::promo::synthetic::promotions(5, 20),
+            ..PromotionsDoc::default()
+        };
+        doc.categories.insert("A".into(), "cat-1".into());
+        if let edgeprice_pricing::promo::Rule::PercentOff { basis_points: bp } =
+            &mut doc.promotions[0].rule
+        {
+            *bp = basis_points;
+        } else {
+            doc.promotions[0].rule = edgeprice_pricing::promo::Rule::PercentOff { basis_points };
+        }
+        Arc::new(doc)
+    }
+
+    #[test]
+    fn promotions_round_trip_in_snapshots_and_deltas() {
+        let data = SnapshotData {
+            version: 1,
+            created_at_ms: 0,
+            entries: vec![entry("A", "*", 1000, false)],
+            promotions: Some(doc(1_000)),
+        };
+        assert_eq!(decode_snapshot(&encode_snapshot(&data)).unwrap(), data);
+        let delta = DeltaData {
+            base_version: 1,
+            version: 2,
+            created_at_ms: 0,
+            upserts: vec![],
+            removals: vec![],
+            promotions: Some(doc(2_000)),
+        };
+        assert_eq!(decode_delta(&encode_delta(&delta)).unwrap(), delta);
+    }
+
+    #[test]
+    fn invalid_promotions_are_rejected_with_the_reason() {
+        let data = SnapshotData {
+            version: 1,
+            created_at_ms: 0,
+            entries: vec![],
+            promotions: Some(doc(20_000)),
+        };
+        let err = decode_snapshot(&encode_snapshot(&data)).unwrap_err();
+        assert!(matches!(err, DecodeError::Promotions(_)), "{err}");
+        let id = &data.promotions.as_ref().unwrap().promotions[0].id;
+        assert!(err.to_string().contains(id.as_str()), "{err}");
+        let err = PromotionsDoc::parse("{\"version\":1}").unwrap_err();
+        assert!(err.to_string().contains("malformed"), "{err}");
     }
 
     #[test]
@@ -335,6 +486,7 @@ mod tests {
             base_version: 1,
             version: 2,
             created_at_ms: 0,
+            promotions: None,
             upserts: vec![],
             removals: vec![],
         });
@@ -353,6 +505,7 @@ mod tests {
         let buf = encode_snapshot(&SnapshotData {
             version: 1,
             created_at_ms: 0,
+            promotions: None,
             entries: vec![entry("A", "*", 1000, true)],
         });
         let cut = &buf[..buf.len() / 2];
@@ -366,6 +519,7 @@ mod tests {
         let buf = encode_snapshot(&SnapshotData {
             version: 1,
             created_at_ms: 0,
+            promotions: None,
             entries: vec![entry("A", "*", 1000, false), bad],
         });
         let err = decode_snapshot(&buf).unwrap_err();

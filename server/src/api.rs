@@ -10,6 +10,9 @@
 //!   `PriceAnswer` with `Accept: application/x-flatbuffers`), weak `ETag`, `304` on
 //!   `If-None-Match`.
 //! - `GET /v1/prices?skus=a,b,c&store=&channel=&segment=`: a batch from one version.
+//! - `POST /v1/quote`: a priced, signed cart (see [`crate::quote`]); no admin token,
+//!   body up to [`crate::quote::MAX_BODY_BYTES`], 503 `quotes_disabled` without a
+//!   signing key ([`Api::with_quotes`]).
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //! - `GET /v1/admin/snapshot`: what is loaded. `POST /v1/admin/snapshot[?force=true]`:
 //!   load a full snapshot. `POST /v1/admin/snapshot/delta`: apply a delta. All admin
@@ -29,8 +32,9 @@ use edgeprice_schemas::fb;
 use flatbuffers::FlatBufferBuilder;
 
 use crate::metrics::{Metrics, Route};
+use crate::quote::{QuoteConfig, Quoter};
 use crate::render;
-use crate::snapshot::{Query, Resolved, Snapshot};
+use crate::snapshot::{Query, Resolved, Shelf, Snapshot};
 use crate::store::{now_ms, SnapshotStore, Update, UpdateError};
 
 pub const JSON: &str = "application/json";
@@ -128,11 +132,15 @@ impl Response {
     }
 }
 
-/// Admin calls that need the request body.
+/// Calls that need the request body (admin uploads and quotes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminCall {
-    LoadSnapshot { force: bool },
+    LoadSnapshot {
+        force: bool,
+    },
     ApplyDelta,
+    /// `POST /v1/quote` (no admin token needed).
+    Quote,
 }
 
 /// The result of routing a request.
@@ -148,6 +156,7 @@ pub struct Api {
     store: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
     config: ApiConfig,
+    quoter: Quoter,
     started: Instant,
 }
 
@@ -157,8 +166,18 @@ impl Api {
             store,
             metrics,
             config,
+            quoter: Quoter::new(QuoteConfig::default()).expect("the default quote config is valid"),
             started: Instant::now(),
         }
+    }
+
+    /// Enables `POST /v1/quote` with these keys and lifetime.
+    pub fn with_quotes(
+        mut self,
+        config: QuoteConfig,
+    ) -> Result<Api, edgeprice_pricing::quote::QuoteError> {
+        self.quoter = Quoter::new(config)?;
+        Ok(self)
     }
 
     pub fn store(&self) -> &Arc<SnapshotStore> {
@@ -169,9 +188,12 @@ impl Api {
         &self.metrics
     }
 
-    /// Largest body the transport should read for an admin call.
-    pub fn body_limit(&self) -> usize {
-        self.config.max_upload_bytes
+    /// Largest body the transport should read for a call.
+    pub fn body_limit(&self, call: AdminCall) -> usize {
+        match call {
+            AdminCall::Quote => crate::quote::MAX_BODY_BYTES,
+            _ => self.config.max_upload_bytes,
+        }
     }
 
     /// Routes a request. Records metrics for every answer it gives.
@@ -213,6 +235,13 @@ impl Api {
                 Route::Metrics,
                 Routed::Done(read_only(req).unwrap_or_else(|| self.render_metrics())),
             ),
+            "/v1/quote" => (
+                Route::Quote,
+                match req.method {
+                    Method::Post => Routed::NeedsBody(AdminCall::Quote),
+                    _ => Routed::Done(method_not_allowed("POST")),
+                },
+            ),
             "/v1/admin/snapshot" | "/v1/admin/snapshot/delta" => {
                 (Route::Admin, self.admin_route(req))
             }
@@ -247,7 +276,8 @@ impl Api {
             return unknown_sku(snapshot, &sku);
         };
         let flatbuffers = wants_flatbuffers(req.accept);
-        let etag = etag(&resolved, now, flatbuffers);
+        let shelf = snapshot.shelf(&resolved, now);
+        let etag = etag(&resolved, shelf.as_ref(), now, flatbuffers);
         if req
             .if_none_match
             .is_some_and(|inm| etag_matches(inm, &etag))
@@ -261,15 +291,20 @@ impl Api {
             return response;
         }
         let mut response = if flatbuffers {
-            Response::new(200, FLATBUFFERS, price_flatbuffer(snapshot, &resolved, now))
+            Response::new(
+                200,
+                FLATBUFFERS,
+                price_flatbuffer(snapshot, &resolved, shelf.as_ref(), now),
+            )
         } else {
             let mut body = Vec::with_capacity(384);
-            render::price_json(
+            render::price_json_with(
                 &mut body,
                 snapshot,
                 &resolved,
                 now,
                 Some(snapshot.version()),
+                shelf.as_ref(),
             );
             Response::new(200, JSON, body)
         };
@@ -475,12 +510,19 @@ impl Api {
     /// writer thread; this only waits for it.
     pub async fn admin(&self, call: AdminCall, body: Bytes) -> Response {
         let started = Instant::now();
+        if call == AdminCall::Quote {
+            let response = self.quote(&body);
+            self.metrics
+                .record(Route::Quote, response.status, started.elapsed());
+            return response;
+        }
         let update = match call {
             AdminCall::LoadSnapshot { force } => Update::Full {
                 encoded: body,
                 force,
             },
             AdminCall::ApplyDelta => Update::Delta { encoded: body },
+            AdminCall::Quote => unreachable!("quotes are answered above"),
         };
         let response = match self.store.update(update).await {
             Ok(applied) => Response::json(
@@ -498,10 +540,41 @@ impl Api {
     }
 }
 
+impl Api {
+    /// `POST /v1/quote`: one snapshot version for the whole cart. Evaluating takes
+    /// well under a millisecond (see benches/benches/quote.rs), so it runs inline.
+    pub fn quote(&self, body: &[u8]) -> Response {
+        if !self.quoter.enabled() {
+            return Response::error(
+                503,
+                "quotes_disabled",
+                "quotes are disabled: start the edge with a quote signing key (--quote-key)",
+            );
+        }
+        let guard = self.store.load();
+        let Some(snapshot) = guard.as_deref() else {
+            return not_ready();
+        };
+        match self.quoter.quote(snapshot, body, now_ms()) {
+            Ok(answer) => Response::json(200, answer.body),
+            Err(refused) => refused.into_response(),
+        }
+    }
+
+    /// The quote route's state (for benches and tests).
+    pub fn quoter(&self) -> &Quoter {
+        &self.quoter
+    }
+}
+
 fn update_error(call: AdminCall, err: &UpdateError) -> Response {
     use crate::snapshot::SnapshotError;
     let message = err.to_string();
     match err {
+        UpdateError::Decode(edgeprice_schemas::codec::DecodeError::Promotions(_))
+        | UpdateError::Snapshot(SnapshotError::Promotions(_)) => {
+            Response::error(400, "invalid_promotions", &message)
+        }
         UpdateError::Decode(_) => {
             let code = if call == AdminCall::ApplyDelta {
                 "invalid_delta"
@@ -658,16 +731,29 @@ fn wants_flatbuffers(accept: Option<&[u8]>) -> bool {
 /// A weak ETag for one answer: changes whenever the entry that answered, its
 /// revision, whether its promotion is active, or the representation changes. The
 /// snapshot version in the body may differ between equal tags, hence weak.
-fn etag(resolved: &Resolved<'_>, now_ms: i64, flatbuffers: bool) -> ETag {
+fn etag(resolved: &Resolved<'_>, shelf: Option<&Shelf>, now_ms: i64, flatbuffers: bool) -> ETag {
     let variant = resolved.variant;
-    let promo_active = variant.entry.active_promotion(now_ms).is_some();
+    // With a promotion set the shown price and promotion come from the shelf price.
+    let (promo_active, price) = match shelf {
+        Some(shelf) => (
+            shelf
+                .promotion
+                .as_ref()
+                .map_or(0, |(p, _)| crate::snapshot::sku_hash(&p.id)),
+            shelf.price_minor,
+        ),
+        None => (
+            variant.entry.active_promotion(now_ms).is_some() as u64,
+            variant.entry.effective_price_at(now_ms),
+        ),
+    };
     let mut h = resolved.sku.hash;
     for word in [
         variant.entry.revision,
         variant.rank() as u64,
-        promo_active as u64,
+        promo_active,
         flatbuffers as u64,
-        variant.entry.effective_price_at(now_ms) as u64,
+        price as u64,
     ] {
         h = (h ^ word)
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -699,11 +785,23 @@ thread_local! {
     static BUILDER: RefCell<FlatBufferBuilder<'static>> = RefCell::new(FlatBufferBuilder::with_capacity(1024));
 }
 
-fn price_flatbuffer(snapshot: &Snapshot, resolved: &Resolved<'_>, now_ms: i64) -> Vec<u8> {
+fn price_flatbuffer(
+    snapshot: &Snapshot,
+    resolved: &Resolved<'_>,
+    shelf: Option<&Shelf>,
+    now_ms: i64,
+) -> Vec<u8> {
     BUILDER.with(|cell| {
         let mut fbb = cell.borrow_mut();
         fbb.reset();
-        let answer = render::price_answer(&mut fbb, snapshot, resolved, now_ms, snapshot.version());
+        let answer = render::price_answer_with(
+            &mut fbb,
+            snapshot,
+            resolved,
+            now_ms,
+            snapshot.version(),
+            shelf,
+        );
         fbb.finish(answer, None);
         fbb.finished_data().to_vec()
     })

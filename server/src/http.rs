@@ -197,7 +197,7 @@ impl Service<hyper::Request<Incoming>> for EdgeService {
             Routed::Done(response) => ResponseFuture::Ready(Some(to_hyper(response))),
             Routed::NeedsBody(call) => {
                 let api = Arc::clone(&self.api);
-                let limit = api.body_limit();
+                let limit = api.body_limit(call);
                 ResponseFuture::Admin(Box::pin(async move {
                     let body = match Limited::new(req.into_body(), limit).collect().await {
                         Ok(collected) => collected.to_bytes(),

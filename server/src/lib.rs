@@ -6,6 +6,7 @@
 //! - [`api`]: the HTTP API as plain functions of a request view, shared by every
 //!   transport; [`render`] writes its answers.
 //! - [`http`]: the hyper transport (thread per core, `SO_REUSEPORT`).
+//! - [`quote`]: `POST /v1/quote`, priced carts with signed price locks.
 //! - [`metrics`]: contention-free request metrics in Prometheus format.
 //! - [`synth`]: synthetic tables for demos and benchmarks.
 
@@ -13,11 +14,13 @@ pub mod api;
 pub mod http;
 pub mod metrics;
 pub mod persist;
+pub mod quote;
 pub mod render;
 pub mod snapshot;
 pub mod store;
 pub mod synth;
 
 pub use api::{Api, ApiConfig};
+pub use quote::QuoteConfig;
 pub use snapshot::Snapshot;
 pub use store::{SnapshotStore, Update};

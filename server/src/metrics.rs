@@ -21,16 +21,18 @@ pub enum Route {
     Ready,
     Metrics,
     Admin,
+    Quote,
     Other,
 }
 
-const ROUTES: [(Route, &str); 7] = [
+const ROUTES: [(Route, &str); 8] = [
     (Route::Price, "price"),
     (Route::PriceBatch, "price_batch"),
     (Route::Health, "healthz"),
     (Route::Ready, "readyz"),
     (Route::Metrics, "metrics"),
     (Route::Admin, "admin"),
+    (Route::Quote, "quote"),
     (Route::Other, "other"),
 ];
 

@@ -265,6 +265,7 @@ mod tests {
             base_version: base,
             version: base + 1,
             created_at_ms: 0,
+            promotions: None,
             upserts: vec![entry("A", price)],
             removals: vec![],
         }
@@ -277,6 +278,7 @@ mod tests {
         let snap = SnapshotData {
             version: 1,
             created_at_ms: 0,
+            promotions: None,
             entries: vec![entry("A", 10)],
         };
         p.write_snapshot(1, &codec::encode_snapshot(&snap)).unwrap();
@@ -310,6 +312,7 @@ mod tests {
         let snap = SnapshotData {
             version: 1,
             created_at_ms: 0,
+            promotions: None,
             entries: vec![entry("A", 10)],
         };
         p.write_snapshot(1, &codec::encode_snapshot(&snap)).unwrap();
@@ -329,6 +332,7 @@ mod tests {
         let v2 = SnapshotData {
             version: 2,
             created_at_ms: 0,
+            promotions: None,
             entries: vec![entry("A", 11)],
         };
         Persistence::write_compacted(dir.path(), 2, &codec::encode_snapshot(&v2)).unwrap();

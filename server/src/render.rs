@@ -7,13 +7,20 @@
 //! the active promotion or `null`, `valid_until` (when this answer may change without a
 //! new snapshot: a promotion or price window opening or closing; `null` if only a new
 //! version can change it) and the `snapshot_version`.
+//!
+//! When the snapshot carries promotions, the price and the promotion come from the
+//! promotion set ([`Snapshot::shelf`]: the best automatic item-level promotions for the
+//! entry's store, channel and segment, clamped at the floor) instead of the entry's own
+//! promotion tag, so they change the moment a promotion starts or ends. `valid_until`
+//! then also stops at the shown promotion's end (a set promotion's start is not foreseen:
+//! the ETag changes with the price).
 
 use std::borrow::Cow;
 
 use edgeprice_schemas::fb;
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
-use crate::snapshot::{json_escape, Query, Resolved, Snapshot};
+use crate::snapshot::{json_escape, Promo, Query, Resolved, Shelf, Snapshot};
 
 /// `{"error":{"code":…,"message":…}}`, with `current_version` when a publisher needs it.
 pub fn error_body(code: &str, message: &str, current_version: Option<u64>) -> String {
@@ -55,6 +62,30 @@ fn push_time(out: &mut Vec<u8>, ms: i64) {
     }
 }
 
+/// The price, promotion (with its shown price) and expiry an answer shows.
+fn shown<'a>(
+    r: &'a Resolved<'_>,
+    shelf: Option<&'a Shelf>,
+    now_ms: i64,
+) -> (i64, Option<(&'a Promo, i64)>, i64) {
+    let e = &r.variant.entry;
+    match shelf {
+        Some(shelf) => {
+            let promotion = shelf.promotion.as_ref().map(|(p, price)| (&**p, *price));
+            let valid_until = promotion.map_or(r.valid_until_ms, |(p, _)| {
+                r.valid_until_ms.min(p.ends_at_ms)
+            });
+            (shelf.price_minor, promotion, valid_until)
+        }
+        None => (
+            e.effective_price_at(now_ms),
+            e.active_promotion(now_ms)
+                .map(|p| (p, p.price_minor.max(e.floor_minor))),
+            r.valid_until_ms,
+        ),
+    }
+}
+
 /// One price object. `snapshot_version` is omitted inside batches (the batch has it).
 pub fn price_json(
     out: &mut Vec<u8>,
@@ -63,6 +94,20 @@ pub fn price_json(
     now_ms: i64,
     snapshot_version: Option<u64>,
 ) {
+    let shelf = snapshot.shelf(r, now_ms);
+    price_json_with(out, snapshot, r, now_ms, snapshot_version, shelf.as_ref());
+}
+
+/// [`price_json`] with the shelf price already computed (`None`: no promotion set).
+pub fn price_json_with(
+    out: &mut Vec<u8>,
+    snapshot: &Snapshot,
+    r: &Resolved<'_>,
+    now_ms: i64,
+    snapshot_version: Option<u64>,
+    shelf: Option<&Shelf>,
+) {
+    let (price_minor, promotion, valid_until_ms) = shown(r, shelf, now_ms);
     let dict = snapshot.dictionary();
     let v = r.variant;
     let e = &v.entry;
@@ -77,20 +122,20 @@ pub fn price_json(
     out.extend_from_slice(b",\"currency\":");
     push_str(out, e.currency.as_str());
     out.extend_from_slice(b",\"price_minor\":");
-    push_i64(out, e.effective_price_at(now_ms));
+    push_i64(out, price_minor);
     out.extend_from_slice(b",\"list_price_minor\":");
     push_i64(out, e.list_price_minor);
     out.extend_from_slice(b",\"floor_minor\":");
     push_i64(out, e.floor_minor);
     out.extend_from_slice(b",\"promotion\":");
-    match e.active_promotion(now_ms) {
-        Some(p) => {
+    match promotion {
+        Some((p, promo_price)) => {
             out.extend_from_slice(b"{\"id\":");
             push_str(out, &p.id_json);
             out.extend_from_slice(b",\"label\":");
             push_str(out, &p.label_json);
             out.extend_from_slice(b",\"price_minor\":");
-            push_i64(out, p.price_minor.max(e.floor_minor));
+            push_i64(out, promo_price);
             out.extend_from_slice(b",\"starts_at\":");
             out.extend_from_slice(p.starts_at_json.as_bytes());
             out.extend_from_slice(b",\"ends_at\":");
@@ -101,14 +146,18 @@ pub fn price_json(
     }
     out.extend_from_slice(b",\"valid_until\":");
     // Most answers that expire do so when their promotion ends: reuse its rendering.
-    match e.promotion.as_deref() {
-        Some(p) if p.ends_at_ms == r.valid_until_ms => {
+    let tag = match shelf {
+        Some(_) => promotion.map(|(p, _)| p),
+        None => e.promotion.as_deref(),
+    };
+    match tag {
+        Some(p) if p.ends_at_ms == valid_until_ms => {
             out.extend_from_slice(p.ends_at_json.as_bytes())
         }
-        Some(p) if p.starts_at_ms == r.valid_until_ms => {
+        Some(p) if p.starts_at_ms == valid_until_ms => {
             out.extend_from_slice(p.starts_at_json.as_bytes())
         }
-        _ => push_time(out, r.valid_until_ms),
+        _ => push_time(out, valid_until_ms),
     }
     if let Some(version) = snapshot_version {
         out.extend_from_slice(b",\"snapshot_version\":");
@@ -160,6 +209,20 @@ pub fn price_answer<'b>(
     now_ms: i64,
     snapshot_version: u64,
 ) -> WIPOffset<fb::PriceAnswer<'b>> {
+    let shelf = snapshot.shelf(r, now_ms);
+    price_answer_with(fbb, snapshot, r, now_ms, snapshot_version, shelf.as_ref())
+}
+
+/// [`price_answer`] with the shelf price already computed.
+pub fn price_answer_with<'b>(
+    fbb: &mut FlatBufferBuilder<'b>,
+    snapshot: &Snapshot,
+    r: &Resolved<'_>,
+    now_ms: i64,
+    snapshot_version: u64,
+    shelf: Option<&Shelf>,
+) -> WIPOffset<fb::PriceAnswer<'b>> {
+    let (price_minor, promotion, valid_until_ms) = shown(r, shelf, now_ms);
     let dict = snapshot.dictionary();
     let v = r.variant;
     let e = &v.entry;
@@ -168,7 +231,7 @@ pub fn price_answer<'b>(
     let channel = fbb.create_string(dict.name(v.channel));
     let segment = fbb.create_string(dict.name(v.segment));
     let currency = fbb.create_string(e.currency.as_str());
-    let promotion = e.active_promotion(now_ms).map(|p| {
+    let promotion = promotion.map(|(p, promo_price)| {
         let id = fbb.create_string(&p.id);
         let label = fbb.create_string(&p.label);
         fb::Promotion::create(
@@ -176,7 +239,7 @@ pub fn price_answer<'b>(
             &fb::PromotionArgs {
                 id: Some(id),
                 label: Some(label),
-                price_minor: p.price_minor.max(e.floor_minor),
+                price_minor: promo_price,
                 starts_at_ms: p.starts_at_ms,
                 ends_at_ms: p.ends_at_ms,
             },
@@ -190,14 +253,14 @@ pub fn price_answer<'b>(
             channel: Some(channel),
             segment: Some(segment),
             currency: Some(currency),
-            price_minor: e.effective_price_at(now_ms),
+            price_minor,
             list_price_minor: e.list_price_minor,
             floor_minor: e.floor_minor,
             promotion,
-            valid_until_ms: if r.valid_until_ms == i64::MAX {
+            valid_until_ms: if valid_until_ms == i64::MAX {
                 0
             } else {
-                r.valid_until_ms
+                valid_until_ms
             },
             snapshot_version,
         },

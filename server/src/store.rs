@@ -382,6 +382,7 @@ impl Writer {
                     snapshot.version(),
                     snapshot.created_at_ms(),
                     snapshot.entries().collect::<Vec<_>>().iter(),
+                    snapshot.promotions().map(|p| &**p.doc()),
                 );
                 let _ = done_tx.send(Persistence::write_compacted(&dir, version, &encoded));
             });
@@ -450,6 +451,7 @@ mod tests {
             data: SnapshotData {
                 version,
                 created_at_ms: 0,
+                promotions: None,
                 entries: vec![entry("A", price)],
             },
             force: false,
@@ -462,6 +464,7 @@ mod tests {
                 base_version: base,
                 version: base + 1,
                 created_at_ms: 0,
+                promotions: None,
                 upserts: vec![entry("A", price)],
                 removals: vec![],
             },
@@ -505,6 +508,7 @@ mod tests {
             data: SnapshotData {
                 version: 1,
                 created_at_ms: 0,
+                promotions: None,
                 entries: vec![entry("A", 1)],
             },
             force: true,
@@ -532,6 +536,65 @@ mod tests {
         drop(store);
         let store = SnapshotStore::open(Some(dir.path().into())).unwrap();
         assert_eq!(price(&store), 13);
+    }
+
+    fn promotions_doc(version: u64) -> Arc<edgeprice_schemas::codec::PromotionsDoc> {
+        Arc::new(edgeprice_schemas::codec::PromotionsDoc {
+            version,
+            promotions: edgeprice_pricing::promo::synthetic::promotions(10, 20),
+            ..Default::default()
+        })
+    }
+
+    fn promotions_version(store: &SnapshotStore) -> Option<u64> {
+        let guard = store.load();
+        guard
+            .as_ref()
+            .unwrap()
+            .promotions()
+            .map(|p| p.set().version())
+    }
+
+    #[test]
+    fn promotions_are_shared_between_versions_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SnapshotStore::open(Some(dir.path().into())).unwrap();
+            let Update::FullData { mut data, force } = full(1, 10) else {
+                unreachable!()
+            };
+            data.promotions = Some(promotions_doc(5));
+            store
+                .update_blocking(Update::FullData { data, force })
+                .unwrap();
+            let v1 = Arc::clone(store.load().as_ref().unwrap());
+            store.update_blocking(delta(1, 11)).unwrap();
+            let v2 = Arc::clone(store.load().as_ref().unwrap());
+            assert!(
+                Arc::ptr_eq(v1.promotions().unwrap(), v2.promotions().unwrap()),
+                "a delta without promotions keeps the compiled set"
+            );
+            let Update::DeltaData { mut data } = delta(2, 12) else {
+                unreachable!()
+            };
+            data.promotions = Some(promotions_doc(6));
+            store.update_blocking(Update::DeltaData { data }).unwrap();
+            assert_eq!(promotions_version(&store), Some(6));
+            assert_eq!(
+                store
+                    .load()
+                    .as_ref()
+                    .unwrap()
+                    .to_data()
+                    .promotions
+                    .unwrap()
+                    .version,
+                6
+            );
+        }
+        let store = SnapshotStore::open(Some(dir.path().into())).unwrap();
+        assert_eq!(promotions_version(&store), Some(6));
+        assert_eq!(price(&store), 12);
     }
 
     #[test]

@@ -119,6 +119,7 @@ pub fn generate(spec: &SynthSpec) -> SnapshotData {
     SnapshotData {
         version: spec.version,
         created_at_ms: spec.now_ms,
+        promotions: None,
         entries,
     }
 }

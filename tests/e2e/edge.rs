@@ -16,6 +16,7 @@ fn snapshot(version: u64, entries: Vec<edgeprice_pricing::PriceEntry>) -> Vec<u8
     encode_snapshot(&SnapshotData {
         version,
         created_at_ms: now_ms(),
+        promotions: None,
         entries,
     })
 }
@@ -29,6 +30,7 @@ fn delta(
         base_version: base,
         version: base + 1,
         created_at_ms: now_ms(),
+        promotions: None,
         upserts,
         removals,
     })

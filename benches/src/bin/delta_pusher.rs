@@ -352,6 +352,7 @@ impl KeyPicker {
             base_version,
             version,
             created_at_ms,
+            promotions: None,
             upserts,
             removals: vec![],
         })

@@ -155,6 +155,7 @@ impl<P: Publisher> Pipeline<P> {
             let snapshot = SnapshotData {
                 version,
                 created_at_ms: now_ms,
+                promotions: None,
                 entries: entries.clone(),
             };
             match self.publisher.publish_snapshot(snapshot) {
@@ -303,6 +304,7 @@ impl<P: Publisher> Pipeline<P> {
             base_version: version - 1,
             version,
             created_at_ms: now_ms,
+            promotions: None,
             upserts,
             removals: Vec::new(),
         };

@@ -74,6 +74,7 @@ impl Table {
         SnapshotData {
             version: self.version,
             created_at_ms: self.created_at_ms,
+            promotions: None,
             entries: self.entries.values().cloned().collect(),
         }
     }

@@ -752,6 +752,7 @@ pub mod edgeprice {
             pub const VT_VERSION: ::flatbuffers::VOffsetT = 4;
             pub const VT_CREATED_AT_MS: ::flatbuffers::VOffsetT = 6;
             pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 8;
+            pub const VT_PROMOTIONS_JSON: ::flatbuffers::VOffsetT = 10;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -770,6 +771,9 @@ pub mod edgeprice {
                 let mut builder = SnapshotBuilder::new(_fbb);
                 builder.add_created_at_ms(args.created_at_ms);
                 builder.add_version(args.version);
+                if let Some(x) = args.promotions_json {
+                    builder.add_promotions_json(x);
+                }
                 if let Some(x) = args.entries {
                     builder.add_entries(x);
                 }
@@ -808,6 +812,19 @@ pub mod edgeprice {
                     >>(Snapshot::VT_ENTRIES, None)
                 }
             }
+            /// The promotions document (JSON, see codec::PromotionsDoc); absent = none.
+            #[inline]
+            pub fn promotions_json(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        Snapshot::VT_PROMOTIONS_JSON,
+                        None,
+                    )
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Snapshot<'_> {
@@ -822,6 +839,11 @@ pub mod edgeprice {
                     .visit_field::<::flatbuffers::ForwardsUOffset<
                         ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PriceEntry>>,
                     >>("entries", Self::VT_ENTRIES, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "promotions_json",
+                        Self::VT_PROMOTIONS_JSON,
+                        false,
+                    )?
                     .finish();
                 Ok(())
             }
@@ -834,6 +856,7 @@ pub mod edgeprice {
                     ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PriceEntry<'a>>>,
                 >,
             >,
+            pub promotions_json: Option<::flatbuffers::WIPOffset<&'a str>>,
         }
         impl<'a> Default for SnapshotArgs<'a> {
             #[inline]
@@ -842,6 +865,7 @@ pub mod edgeprice {
                     version: 0,
                     created_at_ms: 0,
                     entries: None,
+                    promotions_json: None,
                 }
             }
         }
@@ -871,6 +895,16 @@ pub mod edgeprice {
                     .push_slot_always::<::flatbuffers::WIPOffset<_>>(Snapshot::VT_ENTRIES, entries);
             }
             #[inline]
+            pub fn add_promotions_json(
+                &mut self,
+                promotions_json: ::flatbuffers::WIPOffset<&'b str>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    Snapshot::VT_PROMOTIONS_JSON,
+                    promotions_json,
+                );
+            }
+            #[inline]
             pub fn new(
                 _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
             ) -> SnapshotBuilder<'a, 'b, A> {
@@ -893,6 +927,7 @@ pub mod edgeprice {
                 ds.field("version", &self.version());
                 ds.field("created_at_ms", &self.created_at_ms());
                 ds.field("entries", &self.entries());
+                ds.field("promotions_json", &self.promotions_json());
                 ds.finish()
             }
         }
@@ -920,6 +955,7 @@ pub mod edgeprice {
             pub const VT_CREATED_AT_MS: ::flatbuffers::VOffsetT = 8;
             pub const VT_UPSERTS: ::flatbuffers::VOffsetT = 10;
             pub const VT_REMOVALS: ::flatbuffers::VOffsetT = 12;
+            pub const VT_PROMOTIONS_JSON: ::flatbuffers::VOffsetT = 14;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -939,6 +975,9 @@ pub mod edgeprice {
                 builder.add_created_at_ms(args.created_at_ms);
                 builder.add_version(args.version);
                 builder.add_base_version(args.base_version);
+                if let Some(x) = args.promotions_json {
+                    builder.add_promotions_json(x);
+                }
                 if let Some(x) = args.removals {
                     builder.add_removals(x);
                 }
@@ -1009,6 +1048,19 @@ pub mod edgeprice {
                     >>(SnapshotDelta::VT_REMOVALS, None)
                 }
             }
+            /// A new promotions document replacing the whole current one; absent = unchanged.
+            #[inline]
+            pub fn promotions_json(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        SnapshotDelta::VT_PROMOTIONS_JSON,
+                        None,
+                    )
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for SnapshotDelta<'_> {
@@ -1027,6 +1079,11 @@ pub mod edgeprice {
                     .visit_field::<::flatbuffers::ForwardsUOffset<
                         ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PriceKey>>,
                     >>("removals", Self::VT_REMOVALS, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "promotions_json",
+                        Self::VT_PROMOTIONS_JSON,
+                        false,
+                    )?
                     .finish();
                 Ok(())
             }
@@ -1045,6 +1102,7 @@ pub mod edgeprice {
                     ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PriceKey<'a>>>,
                 >,
             >,
+            pub promotions_json: Option<::flatbuffers::WIPOffset<&'a str>>,
         }
         impl<'a> Default for SnapshotDeltaArgs<'a> {
             #[inline]
@@ -1055,6 +1113,7 @@ pub mod edgeprice {
                     created_at_ms: 0,
                     upserts: None,
                     removals: None,
+                    promotions_json: None,
                 }
             }
         }
@@ -1104,6 +1163,16 @@ pub mod edgeprice {
                 );
             }
             #[inline]
+            pub fn add_promotions_json(
+                &mut self,
+                promotions_json: ::flatbuffers::WIPOffset<&'b str>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    SnapshotDelta::VT_PROMOTIONS_JSON,
+                    promotions_json,
+                );
+            }
+            #[inline]
             pub fn new(
                 _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
             ) -> SnapshotDeltaBuilder<'a, 'b, A> {
@@ -1128,6 +1197,7 @@ pub mod edgeprice {
                 ds.field("created_at_ms", &self.created_at_ms());
                 ds.field("upserts", &self.upserts());
                 ds.field("removals", &self.removals());
+                ds.field("promotions_json", &self.promotions_json());
                 ds.finish()
             }
         }
