@@ -1,4 +1,4 @@
-//! `edgeprice control` (the control plane publishing to a remote edge) and
+//! `edgeprice control` (the control plane publishing to remote edges) and
 //! `edgeprice audit verify`.
 
 use std::net::SocketAddr;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use edgeprice_control::audit;
-use edgeprice_control::publish::HttpPublisher;
+use edgeprice_control::publish::{FanOut, HttpPublisher, Publisher};
 use tracing::info;
 
 use crate::edge::prepare_data_dir;
@@ -23,10 +23,16 @@ pub struct ControlArgs {
     /// Address for feeds and the admin API.
     #[arg(long, env = "EDGEPRICE_FEEDS_LISTEN", default_value = "127.0.0.1:8081")]
     feeds_listen: SocketAddr,
-    /// The edge to publish to (its admin routes: full snapshot, then deltas).
-    #[arg(long, env = "EDGEPRICE_EDGE")]
-    edge: SocketAddr,
-    /// The edge's admin bearer token.
+    /// An edge to publish to (its admin routes: full snapshot, then deltas); repeat the
+    /// flag for several edges, each resynced on its own when it misses updates.
+    #[arg(
+        long = "edge",
+        env = "EDGEPRICE_EDGES",
+        value_delimiter = ',',
+        required = true
+    )]
+    edges: Vec<SocketAddr>,
+    /// The edges' admin bearer token.
     #[arg(long, env = "EDGEPRICE_EDGE_TOKEN", hide_env_values = true)]
     edge_token: String,
     /// Admin bearer token of this control plane; by default DATA_DIR/admin.token.
@@ -43,7 +49,16 @@ pub struct ControlArgs {
 pub fn control(args: ControlArgs) -> anyhow::Result<()> {
     let (admin_token, feed_token) =
         prepare_data_dir(&args.data_dir, args.admin_token, args.feed_token)?;
-    let publisher = HttpPublisher::new(args.edge, args.edge_token, Duration::from_secs(30))?;
+    let publishers = args
+        .edges
+        .iter()
+        .map(|edge| {
+            let publisher =
+                HttpPublisher::new(*edge, args.edge_token.clone(), Duration::from_secs(30))?;
+            Ok(Box::new(publisher) as Box<dyn Publisher>)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let publisher = FanOut::new(publishers);
     let embedded = Embedded::start(
         publisher,
         &args.data_dir,
@@ -52,10 +67,11 @@ pub fn control(args: ControlArgs) -> anyhow::Result<()> {
         admin_token,
         args.demo,
     )?;
+    let edges: Vec<String> = args.edges.iter().map(|e| format!("http://{e}")).collect();
     println!(
-        "control plane on http://{}, publishing to http://{}",
+        "control plane on http://{}, publishing to {}",
         embedded.feeds_addr(),
-        args.edge
+        edges.join(", ")
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

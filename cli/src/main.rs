@@ -3,7 +3,7 @@
 //! - `edgeprice up [--demo]`: everything on one machine — control plane and edge in one
 //!   process, SQLite state in a data directory; `--demo` adds a feed simulator.
 //! - `edgeprice server`: an edge price server.
-//! - `edgeprice control`: the control plane alone, publishing to a remote edge.
+//! - `edgeprice control`: the control plane alone, publishing to remote edges.
 //! - `edgeprice audit verify`: check the decision audit chain.
 //! - `edgeprice snapshot generate|inspect`: synthetic snapshots and their contents.
 
@@ -43,7 +43,7 @@ enum Command {
     Up(edge::UpArgs),
     /// Run an edge price server.
     Server(edge::ServerArgs),
-    /// Run the control plane alone, publishing to a remote edge.
+    /// Run the control plane alone, publishing to remote edges.
     Control(control::ControlArgs),
     /// Check the tamper-evident decision audit log.
     #[command(subcommand)]
