@@ -25,6 +25,12 @@ pub struct EdgeConfig {
     pub batch_limit: usize,
     /// Largest snapshot or delta upload, in bytes.
     pub max_upload_bytes: usize,
+    /// Quote signing keys as `kid:secret` (secret at least 32 bytes, shared with the
+    /// control plane); the first signs, the others still verify (key rotation). Empty
+    /// disables `POST /v1/quote` (503 `quotes_disabled`).
+    pub quote_keys: Vec<String>,
+    /// Lifetime of a quote (the price lock), seconds.
+    pub quote_ttl_secs: u64,
 }
 
 impl Default for EdgeConfig {
@@ -37,6 +43,8 @@ impl Default for EdgeConfig {
             admin_token: None,
             batch_limit: 100,
             max_upload_bytes: 1 << 30,
+            quote_keys: Vec::new(),
+            quote_ttl_secs: 15 * 60,
         }
     }
 }
@@ -51,8 +59,44 @@ impl EdgeConfig {
         toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
     }
 
+    /// The quote signing keyring (`None` without keys): the first key is active.
+    pub fn keyring(&self) -> anyhow::Result<Option<edgeprice_pricing::quote::Keyring>> {
+        let mut keyring: Option<edgeprice_pricing::quote::Keyring> = None;
+        for spec in &self.quote_keys {
+            let (kid, secret) = spec
+                .split_once(':')
+                .context("a quote key is given as kid:secret")?;
+            match &mut keyring {
+                None => {
+                    keyring = Some(
+                        edgeprice_pricing::quote::Keyring::new(kid, secret.as_bytes())
+                            .context("quote key")?,
+                    )
+                }
+                Some(ring) => ring.add(kid, secret.as_bytes()).context("quote key")?,
+            }
+        }
+        Ok(keyring)
+    }
+
+    /// Settings of `POST /v1/quote`.
+    pub fn quote_config(&self) -> anyhow::Result<edgeprice_server::QuoteConfig> {
+        let ttl_ms = i64::try_from(self.quote_ttl_secs.saturating_mul(1_000)).unwrap_or(i64::MAX);
+        anyhow::ensure!(
+            (1..=edgeprice_pricing::quote::MAX_TTL_MS).contains(&ttl_ms),
+            "quote_ttl_secs must be between 1 and {}",
+            edgeprice_pricing::quote::MAX_TTL_MS / 1_000
+        );
+        Ok(edgeprice_server::QuoteConfig {
+            keyring: self.keyring()?,
+            ttl_ms,
+            cache: true,
+        })
+    }
+
     /// Checks what can be checked without starting.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.quote_config()?;
         anyhow::ensure!(self.batch_limit >= 1, "batch_limit must be at least 1");
         anyhow::ensure!(
             self.max_upload_bytes >= 1024,
@@ -108,6 +152,33 @@ mod tests {
         assert_eq!(config.listen.port(), 8080);
         assert!(config.data_dir.is_some());
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn quote_keys_make_a_keyring_whose_first_key_signs() {
+        let config: EdgeConfig = toml::from_str(
+            "quote_keys = [\"new:0123456789abcdef0123456789abcdef\", \"old:fedcba9876543210fedcba9876543210\"]\nquote_ttl_secs = 60\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let quotes = config.quote_config().unwrap();
+        assert_eq!(quotes.ttl_ms, 60_000);
+        let keyring = quotes.keyring.unwrap();
+        assert_eq!(keyring.active_id(), "new");
+        assert_eq!(keyring.key_ids().count(), 2);
+        assert!(EdgeConfig::default().keyring().unwrap().is_none());
+        for bad in ["no-colon", "k:short"] {
+            let config = EdgeConfig {
+                quote_keys: vec![bad.into()],
+                ..EdgeConfig::default()
+            };
+            assert!(config.validate().is_err(), "{bad}");
+        }
+        let config = EdgeConfig {
+            quote_ttl_secs: 0,
+            ..EdgeConfig::default()
+        };
+        assert!(config.validate().is_err());
     }
 
     #[test]

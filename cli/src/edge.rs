@@ -40,6 +40,18 @@ pub struct ServerArgs {
     /// Most SKUs in one batch request.
     #[arg(long, env = "EDGEPRICE_BATCH_LIMIT")]
     batch_limit: Option<usize>,
+    /// Quote signing key `kid:secret` (secret at least 32 bytes); repeat for rotation,
+    /// the first signs. Without one, POST /v1/quote answers 503 quotes_disabled.
+    #[arg(
+        long = "quote-key",
+        env = "EDGEPRICE_QUOTE_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    quote_keys: Vec<String>,
+    /// Lifetime of a quote (the price lock), seconds [default: 900].
+    #[arg(long, env = "EDGEPRICE_QUOTE_TTL_SECS")]
+    quote_ttl_secs: Option<u64>,
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
@@ -67,6 +79,15 @@ pub struct UpArgs {
     /// Feed bearer token; by default one is generated into DATA_DIR/feed.token.
     #[arg(long, env = "EDGEPRICE_FEED_TOKEN", hide_env_values = true)]
     feed_token: Option<String>,
+    /// Quote signing key `kid:secret`, repeatable; by default one is generated into
+    /// DATA_DIR/quote.key.
+    #[arg(
+        long = "quote-key",
+        env = "EDGEPRICE_QUOTE_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    quote_keys: Vec<String>,
 }
 
 pub fn server(args: ServerArgs) -> anyhow::Result<()> {
@@ -89,6 +110,12 @@ pub fn server(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(v) = args.batch_limit {
         config.batch_limit = v;
     }
+    if !args.quote_keys.is_empty() {
+        config.quote_keys = args.quote_keys;
+    }
+    if let Some(v) = args.quote_ttl_secs {
+        config.quote_ttl_secs = v;
+    }
     config.validate()?;
     if args.check_config {
         println!("configuration is valid: {config:?}");
@@ -100,10 +127,16 @@ pub fn server(args: ServerArgs) -> anyhow::Result<()> {
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let (admin_token, feed_token) =
         prepare_data_dir(&args.data_dir, args.admin_token, args.feed_token)?;
+    let quote_keys = if args.quote_keys.is_empty() {
+        vec![format!("edge:{}", token_file(&args.data_dir, "quote.key")?)]
+    } else {
+        args.quote_keys
+    };
     let config = EdgeConfig {
         listen: args.listen,
         data_dir: Some(args.data_dir.join("edge")),
         admin_token: Some(admin_token.clone()),
+        quote_keys,
         ..EdgeConfig::default()
     };
     config.validate()?;
@@ -218,15 +251,18 @@ fn start_edge(config: &EdgeConfig) -> anyhow::Result<(Arc<SnapshotStore>, Server
     }
     let workers = config.worker_count();
     let metrics = Arc::new(Metrics::new(workers));
-    let api = Arc::new(Api::new(
-        Arc::clone(&store),
-        metrics,
-        ApiConfig {
-            batch_limit: config.batch_limit,
-            admin_token: config.admin_token.clone(),
-            max_upload_bytes: config.max_upload_bytes,
-        },
-    ));
+    let api = Arc::new(
+        Api::new(
+            Arc::clone(&store),
+            metrics,
+            ApiConfig {
+                batch_limit: config.batch_limit,
+                admin_token: config.admin_token.clone(),
+                max_upload_bytes: config.max_upload_bytes,
+            },
+        )
+        .with_quotes(config.quote_config()?)?,
+    );
     let handle = http::serve(config.listen, workers, api)?;
     info!(addr = %handle.local_addr(), workers, "edge serving");
     Ok((store, handle))
