@@ -21,6 +21,7 @@
 pub mod audit;
 pub mod feeds;
 pub mod http;
+pub mod kafka;
 pub mod pipeline;
 pub mod publish;
 pub mod runtime;
