@@ -410,10 +410,11 @@ struct LineOut<'a> {
     clamped: bool,
 }
 
+/// A discount on a line; the promotion's label is in `applied` (cart promotions put a
+/// discount on every line, so repeating labels would multiply the answer's size).
 #[derive(Serialize)]
 struct DiscountOut<'a> {
     promotion_id: &'a str,
-    label: &'a str,
     kind: edgeprice_pricing::promo::RuleKind,
     level: edgeprice_pricing::promo::Level,
     amount_minor: i64,
@@ -464,13 +465,6 @@ fn customer_sentence(sentence: &str) -> String {
 }
 
 fn render(evaluation: &Evaluation, quote: &Quote, token: &str) -> String {
-    let label_of = |id: &str| {
-        evaluation
-            .applied
-            .iter()
-            .find(|a| a.id == id)
-            .map_or("", |a| a.label.as_str())
-    };
     let out = QuoteOut {
         snapshot_version: quote.snapshot_version,
         promotions_version: quote.promotions_version,
@@ -492,7 +486,6 @@ fn render(evaluation: &Evaluation, quote: &Quote, token: &str) -> String {
                     .iter()
                     .map(|d| DiscountOut {
                         promotion_id: &d.promotion_id,
-                        label: label_of(&d.promotion_id),
                         kind: d.kind,
                         level: d.level,
                         amount_minor: d.amount_minor,
