@@ -12,7 +12,7 @@ use edgeprice_control::publish::{FanOut, HttpPublisher, Publisher};
 use tracing::info;
 
 use crate::edge::prepare_data_dir;
-use crate::embedded::Embedded;
+use crate::embedded::{Embedded, KafkaArgs};
 
 /// Flags of `edgeprice control`.
 #[derive(Debug, Args)]
@@ -44,6 +44,8 @@ pub struct ControlArgs {
     /// Run the demo feed simulator too.
     #[arg(long)]
     demo: bool,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 }
 
 pub fn control(args: ControlArgs) -> anyhow::Result<()> {
@@ -66,6 +68,7 @@ pub fn control(args: ControlArgs) -> anyhow::Result<()> {
         feed_token,
         admin_token,
         args.demo,
+        &args.kafka,
     )?;
     let edges: Vec<String> = args.edges.iter().map(|e| format!("http://{e}")).collect();
     println!(

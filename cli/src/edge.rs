@@ -13,7 +13,7 @@ use edgeprice_server::{Api, ApiConfig, SnapshotStore, Update};
 use tracing::{error, info, warn};
 
 use crate::config::EdgeConfig;
-use crate::embedded::Embedded;
+use crate::embedded::{Embedded, KafkaArgs};
 use edgeprice_control::publish::InProcessEdge;
 
 /// Flags of `edgeprice server`; each overrides the config file.
@@ -88,6 +88,8 @@ pub struct UpArgs {
         hide_env_values = true
     )]
     quote_keys: Vec<String>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 }
 
 pub fn server(args: ServerArgs) -> anyhow::Result<()> {
@@ -148,6 +150,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         feed_token,
         admin_token,
         args.demo,
+        &args.kafka,
     )?;
     let (edge_addr, feeds_addr) = (handle.local_addr(), embedded.feeds_addr());
     println!("edgeprice is up: edge http://{edge_addr}, control plane http://{feeds_addr}");

@@ -5,18 +5,58 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context;
+use clap::Args;
 use edgeprice_control::http::{FeedSource, IngestHttpConfig, IngestServer};
-use edgeprice_control::publish::Publisher;
+use edgeprice_control::kafka::{FeedConsumer, KafkaConfig, KafkaPublisher};
+use edgeprice_control::publish::{FanOut, Publisher};
 use edgeprice_control::runtime::{ControlPlane, RuntimeConfig};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::demo::Simulator;
 
-/// The running control plane; dropping it stops the simulator, then ingestion, then
-/// the pipeline (each finishes the work in hand).
+/// Kafka flags shared by `up` and `control`: with brokers given, feeds are also
+/// consumed from `{prefix}{feed}` topics and every published price is also written to
+/// the compacted updates topic.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap brokers (`host:port[,host:port]`); unset: no Kafka.
+    #[arg(long, env = "EDGEPRICE_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// Consumer group of the feed consumers; control planes in one group split the
+    /// feed partitions.
+    #[arg(
+        long,
+        env = "EDGEPRICE_KAFKA_GROUP",
+        default_value = "edgeprice-control"
+    )]
+    kafka_group: String,
+    /// Feed topics are this prefix followed by the feed name.
+    #[arg(
+        long,
+        env = "EDGEPRICE_KAFKA_TOPIC_PREFIX",
+        default_value = "edgeprice.feed."
+    )]
+    kafka_topic_prefix: String,
+}
+
+impl KafkaArgs {
+    fn config(&self) -> Option<KafkaConfig> {
+        let brokers = self.kafka_brokers.clone()?;
+        Some(KafkaConfig {
+            brokers,
+            group_id: self.kafka_group.clone(),
+            topic_prefix: self.kafka_topic_prefix.clone(),
+            ..KafkaConfig::default()
+        })
+    }
+}
+
+/// The running control plane; dropping it stops the producers (simulator, Kafka
+/// consumer, HTTP ingestion), then the pipeline, each finishing the work in hand.
 #[derive(Debug)]
 pub struct Embedded {
     simulator: Option<Simulator>,
+    feed_consumer: Option<FeedConsumer>,
     ingest: Option<IngestServer>,
     control: Option<ControlPlane>,
 }
@@ -31,13 +71,32 @@ impl Embedded {
         feed_token: String,
         admin_token: String,
         demo: bool,
+        kafka: &KafkaArgs,
     ) -> anyhow::Result<Embedded> {
         let config = RuntimeConfig {
             data_dir: data_dir.join("control"),
             ..RuntimeConfig::default()
         };
-        let control =
-            ControlPlane::start(config, publisher).context("starting the control plane")?;
+        let kafka = kafka.config();
+        let control = match &kafka {
+            None => ControlPlane::start(config, publisher),
+            Some(kafka) => {
+                let updates =
+                    KafkaPublisher::new(kafka).context("connecting the price-update producer")?;
+                let both: Vec<Box<dyn Publisher>> = vec![Box::new(publisher), Box::new(updates)];
+                ControlPlane::start(config, FanOut::new(both))
+            }
+        }
+        .context("starting the control plane")?;
+        let feed_consumer = match &kafka {
+            None => None,
+            Some(kafka) => {
+                let consumer = FeedConsumer::start(kafka, control.ingestor())
+                    .context("starting the Kafka feed consumer")?;
+                info!(brokers = %kafka.brokers, group = %kafka.group_id, "consuming feeds from Kafka");
+                Some(consumer)
+            }
+        };
         let ingest = IngestServer::start(
             IngestHttpConfig {
                 listen: feeds_listen,
@@ -61,6 +120,7 @@ impl Embedded {
         };
         Ok(Embedded {
             simulator,
+            feed_consumer,
             ingest: Some(ingest),
             control: Some(control),
         })
@@ -76,6 +136,13 @@ impl Drop for Embedded {
     fn drop(&mut self) {
         // Producers first, so nothing new arrives while the rest stops.
         drop(self.simulator.take());
+        if let Some(consumer) = self.feed_consumer.take() {
+            // Finishes and commits the batch in hand, then leaves the group.
+            match consumer.stop() {
+                Ok(stats) => info!(?stats, "Kafka feed consumer stopped"),
+                Err(err) => warn!(error = %err, "Kafka feed consumer stopped with an error"),
+            }
+        }
         drop(self.ingest.take());
         drop(self.control.take());
     }
