@@ -13,12 +13,11 @@
 //!
 //! Run: `cargo bench -p edgeprice-bench --bench quote`.
 //!
-//! Measured on the shared 2-core development machine under load (load average 3.5-5
-//! from other builds), `-- --warm-up-time 2 --measurement-time 5`: uncached 619 µs
-//! mean (594-645), without explanation 348 µs, cached 316 µs, shelf price JSON 1.7 µs;
-//! the 10,000 timed uncached requests: p50 370 µs, p90 591 µs, p99 4.66 ms (the tail is
-//! the machine's contention: a p99 at ten times the p50 on a shared, overloaded 2-core
-//! box; rerun on an idle machine before judging the 1 ms target).
+//! Measured on the shared 2-core development machine under load (load average about
+//! 3.7 from other builds), `-- --warm-up-time 2 --measurement-time 5`: uncached 276 µs
+//! mean (268-284), without explanation 172 µs, cached 112 µs, shelf price JSON 1.0 µs;
+//! the 10,000 timed uncached requests: p50 212 µs, p90 245 µs, p99 370 µs, p99.9 441 µs,
+//! max 1.6 ms. (Before labels left the per-line discounts, rendering alone was 385 µs.)
 
 use std::hint::black_box;
 use std::sync::Arc;
