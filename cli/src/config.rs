@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
-/// The edge server's settings.
-#[derive(Debug, Clone, Deserialize)]
+/// The edge server's settings. `Debug` never shows secrets (admin token, quote key
+/// secrets), so the config can be printed and logged.
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EdgeConfig {
     /// Address to serve on.
@@ -31,6 +32,30 @@ pub struct EdgeConfig {
     pub quote_keys: Vec<String>,
     /// Lifetime of a quote (the price lock), seconds.
     pub quote_ttl_secs: u64,
+}
+
+impl std::fmt::Debug for EdgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let quote_key_ids: Vec<&str> = self
+            .quote_keys
+            .iter()
+            .map(|spec| spec.split(':').next().unwrap_or(""))
+            .collect();
+        f.debug_struct("EdgeConfig")
+            .field("listen", &self.listen)
+            .field("workers", &self.workers)
+            .field("data_dir", &self.data_dir)
+            .field("snapshot", &self.snapshot)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("batch_limit", &self.batch_limit)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("quote_key_ids", &quote_key_ids)
+            .field("quote_ttl_secs", &self.quote_ttl_secs)
+            .finish()
+    }
 }
 
 impl Default for EdgeConfig {
@@ -179,6 +204,24 @@ mod tests {
             ..EdgeConfig::default()
         };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn printing_the_config_never_shows_secrets() {
+        let config = EdgeConfig {
+            admin_token: Some("admin-secret-0123456789".into()),
+            quote_keys: vec!["k1:quote-secret-0123456789abcdef0123456789".into()],
+            ..EdgeConfig::default()
+        };
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains("admin-secret") && !printed.contains("quote-secret"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("<redacted>") && printed.contains("k1"),
+            "{printed}"
+        );
     }
 
     #[test]
