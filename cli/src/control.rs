@@ -2,7 +2,7 @@
 //! `edgeprice audit verify`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,18 +11,13 @@ use edgeprice_control::audit;
 use edgeprice_control::publish::{FanOut, HttpPublisher, Publisher};
 use tracing::info;
 
-use crate::edge::prepare_data_dir;
-use crate::embedded::{Embedded, KafkaArgs};
+use crate::embedded::{ControlPlaneArgs, Embedded};
 
 /// Flags of `edgeprice control`.
 #[derive(Debug, Args)]
 pub struct ControlArgs {
-    /// Where control-plane state (SQLite) is kept.
-    #[arg(long, env = "EDGEPRICE_DATA_DIR", default_value = "edgeprice-data")]
-    data_dir: PathBuf,
-    /// Address for feeds and the admin API.
-    #[arg(long, env = "EDGEPRICE_FEEDS_LISTEN", default_value = "127.0.0.1:8081")]
-    feeds_listen: SocketAddr,
+    #[command(flatten)]
+    control: ControlPlaneArgs,
     /// An edge to publish to (its admin routes: full snapshot, then deltas); repeat the
     /// flag for several edges, each resynced on its own when it misses updates.
     #[arg(
@@ -35,22 +30,10 @@ pub struct ControlArgs {
     /// The edges' admin bearer token.
     #[arg(long, env = "EDGEPRICE_EDGE_TOKEN", hide_env_values = true)]
     edge_token: String,
-    /// Admin bearer token of this control plane; by default DATA_DIR/admin.token.
-    #[arg(long, env = "EDGEPRICE_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// Feed bearer token; by default DATA_DIR/feed.token.
-    #[arg(long, env = "EDGEPRICE_FEED_TOKEN", hide_env_values = true)]
-    feed_token: Option<String>,
-    /// Run the demo feed simulator too.
-    #[arg(long)]
-    demo: bool,
-    #[command(flatten)]
-    kafka: KafkaArgs,
 }
 
 pub fn control(args: ControlArgs) -> anyhow::Result<()> {
-    let (admin_token, feed_token) =
-        prepare_data_dir(&args.data_dir, args.admin_token, args.feed_token)?;
+    let tokens = args.control.prepare()?;
     let publishers = args
         .edges
         .iter()
@@ -61,15 +44,7 @@ pub fn control(args: ControlArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let publisher = FanOut::new(publishers);
-    let embedded = Embedded::start(
-        publisher,
-        &args.data_dir,
-        args.feeds_listen,
-        feed_token,
-        admin_token,
-        args.demo,
-        &args.kafka,
-    )?;
+    let embedded = Embedded::start(publisher, &args.control, &tokens)?;
     let edges: Vec<String> = args.edges.iter().map(|e| format!("http://{e}")).collect();
     println!(
         "control plane on http://{}, publishing to {}",

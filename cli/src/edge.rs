@@ -13,7 +13,7 @@ use edgeprice_server::{Api, ApiConfig, SnapshotStore, Update};
 use tracing::{error, info, warn};
 
 use crate::config::EdgeConfig;
-use crate::embedded::{Embedded, KafkaArgs};
+use crate::embedded::{token_file, ControlPlaneArgs, Embedded};
 use edgeprice_control::publish::InProcessEdge;
 
 /// Flags of `edgeprice server`; each overrides the config file.
@@ -60,25 +60,11 @@ pub struct ServerArgs {
 /// Flags of `edgeprice up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Run the feed simulator: 10,000 SKUs, 4 stores, 3 channels, demand, competitor
-    /// moves, vendor cost changes and a flash sale, through the real feed path.
-    #[arg(long)]
-    demo: bool,
-    /// Where state is kept between runs.
-    #[arg(long, env = "EDGEPRICE_DATA_DIR", default_value = "edgeprice-data")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    control: ControlPlaneArgs,
     /// Address of the edge.
     #[arg(long, env = "EDGEPRICE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Address of the control plane (feeds, admin).
-    #[arg(long, env = "EDGEPRICE_FEEDS_LISTEN", default_value = "127.0.0.1:8081")]
-    feeds_listen: SocketAddr,
-    /// Admin bearer token; by default one is generated into DATA_DIR/admin.token.
-    #[arg(long, env = "EDGEPRICE_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// Feed bearer token; by default one is generated into DATA_DIR/feed.token.
-    #[arg(long, env = "EDGEPRICE_FEED_TOKEN", hide_env_values = true)]
-    feed_token: Option<String>,
     /// Quote signing key `kid:secret`, repeatable; by default one is generated into
     /// DATA_DIR/quote.key.
     #[arg(
@@ -88,8 +74,6 @@ pub struct UpArgs {
         hide_env_values = true
     )]
     quote_keys: Vec<String>,
-    #[command(flatten)]
-    kafka: KafkaArgs,
 }
 
 pub fn server(args: ServerArgs) -> anyhow::Result<()> {
@@ -127,31 +111,23 @@ pub fn server(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
-    let (admin_token, feed_token) =
-        prepare_data_dir(&args.data_dir, args.admin_token, args.feed_token)?;
+    let tokens = args.control.prepare()?;
+    let data_dir = &args.control.data_dir;
     let quote_keys = if args.quote_keys.is_empty() {
-        vec![format!("edge:{}", token_file(&args.data_dir, "quote.key")?)]
+        vec![format!("edge:{}", token_file(data_dir, "quote.key")?)]
     } else {
         args.quote_keys
     };
     let config = EdgeConfig {
         listen: args.listen,
-        data_dir: Some(args.data_dir.join("edge")),
-        admin_token: Some(admin_token.clone()),
+        data_dir: Some(data_dir.join("edge")),
+        admin_token: Some(tokens.admin.clone()),
         quote_keys,
         ..EdgeConfig::default()
     };
     config.validate()?;
     let (store, handle) = start_edge(&config)?;
-    let embedded = Embedded::start(
-        InProcessEdge(Arc::clone(&store)),
-        &args.data_dir,
-        args.feeds_listen,
-        feed_token,
-        admin_token,
-        args.demo,
-        &args.kafka,
-    )?;
+    let embedded = Embedded::start(InProcessEdge(Arc::clone(&store)), &args.control, &tokens)?;
     let (edge_addr, feeds_addr) = (handle.local_addr(), embedded.feeds_addr());
     println!("edgeprice is up: edge http://{edge_addr}, control plane http://{feeds_addr}");
     println!("  curl 'http://{edge_addr}/v1/prices/SKU-0000042?store=store-1&channel=web'");
@@ -159,9 +135,9 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("  curl http://{edge_addr}/metrics");
     println!(
         "  curl -H \"Authorization: Bearer $(cat {})\" 'http://{feeds_addr}/v1/admin/decisions?sku=SKU-0000042'",
-        args.data_dir.join("admin.token").display()
+        data_dir.join("admin.token").display()
     );
-    if args.demo {
+    if args.control.demo {
         println!("the demo simulator is feeding the control plane; prices appear within seconds");
     }
     wait_for_signals(&config, &store)?;
@@ -169,48 +145,6 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     drop(embedded);
     handle.shutdown();
     Ok(())
-}
-
-/// Creates the data directory of `up`/`control` and returns the admin and feed tokens:
-/// the given ones, or those kept in DATA_DIR/admin.token and DATA_DIR/feed.token.
-pub fn prepare_data_dir(
-    data_dir: &Path,
-    admin_token: Option<String>,
-    feed_token: Option<String>,
-) -> anyhow::Result<(String, String)> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let admin_token = match admin_token {
-        Some(token) => token,
-        None => token_file(data_dir, "admin.token")?,
-    };
-    let feed_token = match feed_token {
-        Some(token) => token,
-        None => token_file(data_dir, "feed.token")?,
-    };
-    Ok((admin_token, feed_token))
-}
-
-/// Reads DATA_DIR/NAME, creating it (a random 32-character token, mode 0600) on first use.
-fn token_file(data_dir: &Path, name: &str) -> anyhow::Result<String> {
-    use rand::Rng;
-    let path = data_dir.join(name);
-    if let Ok(token) = std::fs::read_to_string(&path) {
-        return Ok(token.trim().to_owned());
-    }
-    let token: String = rand::thread_rng()
-        .sample_iter(rand::distributions::Alphanumeric)
-        .take(32)
-        .map(char::from)
-        .collect();
-    std::fs::write(&path, &token).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    info!(path = %path.display(), "generated a token");
-    Ok(token)
 }
 
 fn load_snapshot_file(store: &SnapshotStore, path: &Path, force: bool) -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 //! pipeline with its publisher, feed ingestion over HTTP, and the demo simulator.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -13,6 +13,77 @@ use edgeprice_control::runtime::{ControlPlane, RuntimeConfig};
 use tracing::{info, warn};
 
 use crate::demo::Simulator;
+
+/// The control plane's flags, shared by `up` and `control`.
+#[derive(Debug, Args)]
+pub struct ControlPlaneArgs {
+    /// Where state is kept between runs (control plane under `control/`, an embedded
+    /// edge under `edge/`, generated tokens beside them).
+    #[arg(long, env = "EDGEPRICE_DATA_DIR", default_value = "edgeprice-data")]
+    pub data_dir: PathBuf,
+    /// Address of the control plane (feeds, admin API).
+    #[arg(long, env = "EDGEPRICE_FEEDS_LISTEN", default_value = "127.0.0.1:8081")]
+    pub feeds_listen: SocketAddr,
+    /// Admin bearer token; by default one is generated into DATA_DIR/admin.token.
+    #[arg(long, env = "EDGEPRICE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Feed bearer token; by default one is generated into DATA_DIR/feed.token.
+    #[arg(long, env = "EDGEPRICE_FEED_TOKEN", hide_env_values = true)]
+    feed_token: Option<String>,
+    /// Run the feed simulator: 10,000 SKUs, 4 stores, 3 channels, demand, competitor
+    /// moves, vendor cost changes and a flash sale, through the real feed path.
+    #[arg(long)]
+    pub demo: bool,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+/// The bearer tokens of a control plane.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub admin: String,
+    pub feed: String,
+}
+
+impl ControlPlaneArgs {
+    /// Creates the data directory and resolves the tokens: the given ones, or those
+    /// kept in DATA_DIR/admin.token and DATA_DIR/feed.token (generated on first use).
+    pub fn prepare(&self) -> anyhow::Result<Tokens> {
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
+        let admin = match &self.admin_token {
+            Some(token) => token.clone(),
+            None => token_file(&self.data_dir, "admin.token")?,
+        };
+        let feed = match &self.feed_token {
+            Some(token) => token.clone(),
+            None => token_file(&self.data_dir, "feed.token")?,
+        };
+        Ok(Tokens { admin, feed })
+    }
+}
+
+/// Reads DATA_DIR/NAME, creating it (a random 32-character token, mode 0600) on first use.
+pub fn token_file(data_dir: &Path, name: &str) -> anyhow::Result<String> {
+    use rand::Rng;
+    let path = data_dir.join(name);
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    let token: String = rand::thread_rng()
+        .sample_iter(rand::distributions::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect();
+    std::fs::write(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    info!(path = %path.display(), "generated a token");
+    Ok(token)
+}
 
 /// Kafka flags shared by `up` and `control`: with brokers given, feeds are also
 /// consumed from `{prefix}{feed}` topics and every published price is also written to
@@ -66,13 +137,12 @@ impl Embedded {
     /// (this process's edge in `up`, remote edges in `control`).
     pub fn start<P: Publisher + 'static>(
         publisher: P,
-        data_dir: &Path,
-        feeds_listen: SocketAddr,
-        feed_token: String,
-        admin_token: String,
-        demo: bool,
-        kafka: &KafkaArgs,
+        args: &ControlPlaneArgs,
+        tokens: &Tokens,
     ) -> anyhow::Result<Embedded> {
+        let data_dir = &args.data_dir;
+        let feeds_listen = args.feeds_listen;
+        let kafka = &args.kafka;
         let config = RuntimeConfig {
             data_dir: data_dir.join("control"),
             ..RuntimeConfig::default()
@@ -102,10 +172,10 @@ impl Embedded {
                 listen: feeds_listen,
                 sources: vec![FeedSource {
                     name: "local".into(),
-                    token: feed_token,
+                    token: tokens.feed.clone(),
                     ..FeedSource::default()
                 }],
-                admin_token: Some(admin_token),
+                admin_token: Some(tokens.admin.clone()),
                 ..IngestHttpConfig::default()
             },
             control.ingestor(),
@@ -113,7 +183,7 @@ impl Embedded {
         )
         .with_context(|| format!("serving feeds on {feeds_listen}"))?;
         info!(addr = %ingest.local_addr(), "control plane up");
-        let simulator = if demo {
+        let simulator = if args.demo {
             Some(Simulator::start(control.ingestor())?)
         } else {
             None
