@@ -19,6 +19,8 @@ pub mod render;
 pub mod snapshot;
 pub mod store;
 pub mod synth;
+#[cfg(test)]
+mod testing;
 
 pub use api::{Api, ApiConfig};
 pub use quote::QuoteConfig;

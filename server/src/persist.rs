@@ -244,32 +244,7 @@ fn read_log(path: &Path) -> io::Result<Vec<DeltaData>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgeprice_pricing::{Currency, PriceEntry, PriceKey, Sku};
-
-    fn entry(sku: &str, price: i64) -> PriceEntry {
-        PriceEntry {
-            key: PriceKey::chain_wide(Sku::new(sku).unwrap()),
-            currency: Currency::EUR,
-            list_price_minor: price,
-            price_minor: price,
-            floor_minor: 0,
-            promotion: None,
-            valid_from_ms: None,
-            valid_until_ms: None,
-            revision: 1,
-        }
-    }
-
-    fn delta(base: u64, price: i64) -> DeltaData {
-        DeltaData {
-            base_version: base,
-            version: base + 1,
-            created_at_ms: 0,
-            promotions: None,
-            upserts: vec![entry("A", price)],
-            removals: vec![],
-        }
-    }
+    use crate::testing::{chain_entry as entry, reprice_a as delta};
 
     #[test]
     fn recovers_snapshot_and_deltas_and_ignores_a_torn_tail() {

@@ -942,30 +942,7 @@ pub fn json_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgeprice_pricing::Currency;
-
-    fn key(sku: &str, store: &str, channel: &str, segment: &str) -> PriceKey {
-        PriceKey {
-            sku: Sku::new(sku).unwrap(),
-            store: Dimension::new(store).unwrap(),
-            channel: Dimension::new(channel).unwrap(),
-            segment: Dimension::new(segment).unwrap(),
-        }
-    }
-
-    fn entry(k: PriceKey, price: i64) -> PriceEntry {
-        PriceEntry {
-            key: k,
-            currency: Currency::EUR,
-            list_price_minor: price,
-            price_minor: price,
-            floor_minor: 0,
-            promotion: None,
-            valid_from_ms: None,
-            valid_until_ms: None,
-            revision: 1,
-        }
-    }
+    use crate::testing::{entry, key};
 
     fn table(entries: Vec<PriceEntry>) -> Snapshot {
         Snapshot::build(SnapshotData {

@@ -455,21 +455,7 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgeprice_pricing::{Currency, PriceEntry, PriceKey, Sku};
-
-    fn entry(sku: &str, price: i64) -> PriceEntry {
-        PriceEntry {
-            key: PriceKey::chain_wide(Sku::new(sku).unwrap()),
-            currency: Currency::EUR,
-            list_price_minor: price,
-            price_minor: price,
-            floor_minor: 0,
-            promotion: None,
-            valid_from_ms: None,
-            valid_until_ms: None,
-            revision: 1,
-        }
-    }
+    use crate::testing::{chain_entry as entry, reprice_a};
 
     fn full(version: u64, price: i64) -> Update {
         Update::FullData {
@@ -485,14 +471,7 @@ mod tests {
 
     fn delta(base: u64, price: i64) -> Update {
         Update::DeltaData {
-            data: DeltaData {
-                base_version: base,
-                version: base + 1,
-                created_at_ms: 0,
-                promotions: None,
-                upserts: vec![entry("A", price)],
-                removals: vec![],
-            },
+            data: reprice_a(base, price),
         }
     }
 
