@@ -8,10 +8,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edgeprice_control::audit;
 use edgeprice_control::feeds::FeedKind;
-use edgeprice_control::http::{FeedSource, IngestHttpConfig, IngestServer};
+use edgeprice_control::http::{AdminToken, FeedSource, IngestHttpConfig, IngestServer};
 use edgeprice_control::publish::InProcessEdge;
 use edgeprice_control::runtime::{ControlPlane, RuntimeConfig};
 use edgeprice_control::store::EventLog;
+use edgeprice_schemas::admin::Role;
 use edgeprice_server::SnapshotStore;
 
 const POS_TOKEN: &str = "pos-token";
@@ -131,11 +132,14 @@ fn start(dir: &std::path::Path, edge: &Arc<SnapshotStore>) -> Running {
                     burst: 3,
                 },
             ],
-            admin_token: Some(ADMIN_TOKEN.into()),
+            admin_tokens: vec![AdminToken {
+                name: "ops".into(),
+                token: ADMIN_TOKEN.into(),
+                role: Role::Admin,
+            }],
             ..IngestHttpConfig::default()
         },
-        control.ingestor(),
-        control.data_dir().to_owned(),
+        control.handle(Vec::new()),
     )
     .unwrap();
     Running { control, server }
