@@ -304,7 +304,24 @@ fn run<P: Publisher>(
                 ..BatchReport::default()
             });
         }
-        let result = pipeline.process_all(now_ms());
+        // Each batch reads the clock: events accepted while earlier batches ran must not
+        // be judged at an older time (a cost effective "now" would look scheduled).
+        let mut total = BatchReport::default();
+        let result = loop {
+            match pipeline.process_batch(now_ms()) {
+                Ok(report) => {
+                    total.events += report.events;
+                    total.decisions += report.decisions;
+                    total.published += report.published;
+                    total.version = report.version;
+                    total.edge_in_sync = report.edge_in_sync;
+                    if report.events == 0 {
+                        break Ok(total);
+                    }
+                }
+                Err(err) => break Err(err),
+            }
+        };
         if let Err(err) = &result {
             error!(error = %err, code = err.code(), "pipeline batch failed; it will be retried");
         }

@@ -566,8 +566,8 @@ impl<P: Publisher> Pipeline<P> {
         now_ms: i64,
     ) -> Result<PromotionChange, AdminError> {
         check_reason(reason)?;
-        let previous = self.promotions.promotions.get(&promotion.id);
-        promotion.revision = previous.map_or(1, |p| p.revision + 1);
+        // The book's next version: revisions of an id never repeat, even after an end.
+        promotion.revision = self.promotions.version + 1;
         self.promotions
             .check(&promotion)
             .map_err(|e| AdminError::invalid("invalid_promotion", e))?;
