@@ -18,10 +18,12 @@ use tracing::info;
 
 use super::{DecisionRecord, Pipeline, PipelineError, VERSION_KEY};
 use crate::admin::controls::{override_key, Controls, MAX_OVERRIDE_MS};
-use crate::admin::promotions::{dry_run, PromotionBook};
+use crate::admin::promotions::{dry_run, DefinitionAction, DefinitionEvent, PromotionBook};
 use crate::audit;
+use crate::feeds::{FeedError, FeedKind};
 use crate::publish::Publisher;
 use crate::store::{self, SkuState};
+use crate::store::{EventLog, Outcome};
 
 /// The `sku` column of audit records of operator actions (no SKU has this name).
 pub const ADMIN_AUDIT_KEY: &str = "@admin";
@@ -140,6 +142,8 @@ pub trait Operations {
     ) -> Result<DryRunReport, AdminError>;
     fn promotion_rows(&self, now_ms: i64) -> Vec<PromotionRow>;
     fn promotion(&self, id: &str) -> Option<Promotion>;
+    /// Applies a promotion definition event from the promotions feed.
+    fn apply_definition(&mut self, source: &str, body: &[u8], now_ms: i64) -> Outcome;
     /// Approves or rejects a high-risk SKU's pending price suggestion.
     fn decide_suggestion(
         &mut self,
@@ -207,6 +211,9 @@ impl<P: Publisher> Operations for Pipeline<P> {
     }
     fn promotion(&self, id: &str) -> Option<Promotion> {
         Pipeline::promotion(self, id)
+    }
+    fn apply_definition(&mut self, source: &str, body: &[u8], now_ms: i64) -> Outcome {
+        Pipeline::apply_definition(self, source, body, now_ms)
     }
     fn decide_suggestion(
         &mut self,
@@ -560,9 +567,20 @@ impl<P: Publisher> Pipeline<P> {
     /// Creates or replaces a promotion and publishes the new document.
     pub fn put_promotion(
         &mut self,
+        promotion: Promotion,
+        actor: &Actor,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<PromotionChange, AdminError> {
+        self.put_promotion_from(promotion, actor, reason, None, now_ms)
+    }
+
+    fn put_promotion_from(
+        &mut self,
         mut promotion: Promotion,
         actor: &Actor,
         reason: &str,
+        event_id: Option<&str>,
         now_ms: i64,
     ) -> Result<PromotionChange, AdminError> {
         check_reason(reason)?;
@@ -573,8 +591,12 @@ impl<P: Publisher> Pipeline<P> {
             .map_err(|e| AdminError::invalid("invalid_promotion", e))?;
         let mut book = self.promotions.with(promotion.clone());
         book.version += 1;
+        if let Some(event_id) = event_id {
+            book.remember(event_id);
+        }
         let record = json!({
             "kind": "promotion",
+            "event_id": event_id,
             "actor": actor.name,
             "role": actor.role,
             "reason": reason,
@@ -600,6 +622,17 @@ impl<P: Publisher> Pipeline<P> {
         reason: &str,
         now_ms: i64,
     ) -> Result<PromotionChange, AdminError> {
+        self.end_promotion_from(id, actor, reason, None, now_ms)
+    }
+
+    fn end_promotion_from(
+        &mut self,
+        id: &str,
+        actor: &Actor,
+        reason: &str,
+        event_id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<PromotionChange, AdminError> {
         check_reason(reason)?;
         let mut book = self.promotions.clone();
         let ended = book
@@ -607,8 +640,12 @@ impl<P: Publisher> Pipeline<P> {
             .remove(id)
             .ok_or_else(|| AdminError::NotFound(format!("no promotion {id}")))?;
         book.version += 1;
+        if let Some(event_id) = event_id {
+            book.remember(event_id);
+        }
         let record = json!({
             "kind": "promotion_end",
+            "event_id": event_id,
             "actor": actor.name,
             "role": actor.role,
             "reason": reason,
@@ -648,6 +685,65 @@ impl<P: Publisher> Pipeline<P> {
         self.publish_with(version, now_ms, Vec::new(), Vec::new(), Some(doc))?;
         self.board.set_version(self.version);
         Ok(())
+    }
+
+    /// Applies a promotion definition event from the promotions feed (see
+    /// [`DefinitionEvent`]): accepted once durable, acknowledged as a duplicate when its
+    /// id was applied already, refused (and dead-lettered) with the reason otherwise.
+    pub fn apply_definition(&mut self, source: &str, body: &[u8], now_ms: i64) -> Outcome {
+        let refuse = |this: &mut Self, event_id: Option<&str>, message: String| {
+            let error = FeedError::InvalidEvent(message);
+            let text = String::from_utf8_lossy(body);
+            if let Err(err) = EventLog::dead_letter(
+                &this.conn,
+                FeedKind::Promotions.as_str(),
+                event_id,
+                error.code(),
+                &error.to_string(),
+                &text,
+                now_ms,
+            ) {
+                tracing::warn!(error = %err, "cannot keep a refused definition event");
+            }
+            Outcome::Rejected(error)
+        };
+        let event = match DefinitionEvent::parse(body) {
+            Ok(event) => event,
+            Err(message) => return refuse(self, None, message),
+        };
+        if self.promotions.has_applied(&event.event_id) {
+            return Outcome::Duplicate;
+        }
+        let actor = Actor {
+            name: format!("feed:{source}"),
+            role: Role::Operator,
+        };
+        let reason = event
+            .reason
+            .clone()
+            .unwrap_or_else(|| format!("promotions feed event {}", event.event_id));
+        let result = match (event.action, event.definition) {
+            (DefinitionAction::Define, Some(definition)) => {
+                self.put_promotion_from(definition, &actor, &reason, Some(&event.event_id), now_ms)
+            }
+            _ => self.end_promotion_from(
+                &event.promotion_id,
+                &actor,
+                &reason,
+                Some(&event.event_id),
+                now_ms,
+            ),
+        };
+        match result {
+            Ok(change) => Outcome::Accepted {
+                seq: change.promotions_version as i64,
+            },
+            Err(AdminError::Pipeline(err)) => {
+                tracing::warn!(error = %err, "definition event not applied");
+                Outcome::Rejected(FeedError::InvalidEvent(format!("not stored, retry: {err}")))
+            }
+            Err(err) => refuse(self, Some(&event.event_id), err.to_string()),
+        }
     }
 
     /// A SKU's state (cached or stored).
