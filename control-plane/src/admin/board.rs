@@ -4,7 +4,7 @@
 //! HTTP handlers read it under a short read lock.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use edgeprice_pricing::guardrail::margin_bp;
 use edgeprice_pricing::SkuEconomics;
@@ -13,6 +13,7 @@ use edgeprice_schemas::admin::{
 };
 
 use super::controls::Controls;
+use super::promotions::PromotionBook;
 use crate::pipeline::PipelineConfig;
 use crate::store::SkuState;
 
@@ -41,6 +42,7 @@ struct Inner {
     promotion_of: HashMap<String, String>,
     approvals: BTreeMap<String, Approval>,
     controls: Controls,
+    promotions: Arc<PromotionBook>,
     alerts: VecDeque<AlertRow>,
     events_total: u64,
     decisions_total: u64,
@@ -203,6 +205,16 @@ impl Board {
     /// The controls in force.
     pub fn controls(&self) -> Controls {
         self.read().controls.clone()
+    }
+
+    /// Installs the promotion book as last committed.
+    pub fn set_promotions(&self, book: &PromotionBook) {
+        self.write().promotions = Arc::new(book.clone());
+    }
+
+    /// The promotion book as last committed.
+    pub fn promotions(&self) -> Arc<PromotionBook> {
+        Arc::clone(&self.read().promotions)
     }
 
     /// Adds alerts (newest last).

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use edgeprice_pricing::promo::Promotion;
 use edgeprice_pricing::{Dimension, PriceEntry, PriceKey, Sku};
 use edgeprice_schemas::admin::{
-    BlastRadius, DryRunReport, DryRunRequest, EngagedSwitch, KillSwitchOutcome, KillSwitchRequest,
-    Override, OverrideRequest, PromotionChange, PromotionRow, Role, Switch,
+    BlastRadius, EngagedSwitch, KillSwitchOutcome, KillSwitchRequest, Override, OverrideRequest,
+    PromotionChange, Role, Switch,
 };
 use edgeprice_schemas::codec::PromotionsDoc;
 use serde_json::json;
@@ -18,7 +18,7 @@ use tracing::info;
 
 use super::{DecisionRecord, Pipeline, PipelineError, VERSION_KEY};
 use crate::admin::controls::{override_key, Controls, MAX_OVERRIDE_MS};
-use crate::admin::promotions::{dry_run, DefinitionAction, DefinitionEvent, PromotionBook};
+use crate::admin::promotions::{DefinitionAction, DefinitionEvent, PromotionBook};
 use crate::audit;
 use crate::feeds::{FeedError, FeedKind};
 use crate::publish::Publisher;
@@ -135,13 +135,6 @@ pub trait Operations {
         reason: &str,
         now_ms: i64,
     ) -> Result<PromotionChange, AdminError>;
-    fn dry_run_promotion(
-        &self,
-        request: &DryRunRequest,
-        now_ms: i64,
-    ) -> Result<DryRunReport, AdminError>;
-    fn promotion_rows(&self, now_ms: i64) -> Vec<PromotionRow>;
-    fn promotion(&self, id: &str) -> Option<Promotion>;
     /// Applies a promotion definition event from the promotions feed.
     fn apply_definition(&mut self, source: &str, body: &[u8], now_ms: i64) -> Outcome;
     /// Approves or rejects a high-risk SKU's pending price suggestion.
@@ -198,19 +191,6 @@ impl<P: Publisher> Operations for Pipeline<P> {
         now_ms: i64,
     ) -> Result<PromotionChange, AdminError> {
         Pipeline::end_promotion(self, id, actor, reason, now_ms)
-    }
-    fn dry_run_promotion(
-        &self,
-        request: &DryRunRequest,
-        now_ms: i64,
-    ) -> Result<DryRunReport, AdminError> {
-        Pipeline::dry_run_promotion(self, request, now_ms)
-    }
-    fn promotion_rows(&self, now_ms: i64) -> Vec<PromotionRow> {
-        Pipeline::promotion_rows(self, now_ms)
-    }
-    fn promotion(&self, id: &str) -> Option<Promotion> {
-        Pipeline::promotion(self, id)
     }
     fn apply_definition(&mut self, source: &str, body: &[u8], now_ms: i64) -> Outcome {
         Pipeline::apply_definition(self, source, body, now_ms)
@@ -543,27 +523,6 @@ impl<P: Publisher> Pipeline<P> {
             .document(&self.controls, self.board.categories())
     }
 
-    /// The promotions as the admin API lists them.
-    pub fn promotion_rows(&self, now_ms: i64) -> Vec<PromotionRow> {
-        self.promotions.rows(&self.controls, now_ms)
-    }
-
-    /// A promotion's definition.
-    pub fn promotion(&self, id: &str) -> Option<Promotion> {
-        self.promotions.promotions.get(id).cloned()
-    }
-
-    /// What publishing `request.promotion` would change (see [`DryRunRequest`]).
-    pub fn dry_run_promotion(
-        &self,
-        request: &DryRunRequest,
-        now_ms: i64,
-    ) -> Result<DryRunReport, AdminError> {
-        let rows = self.board.rows();
-        dry_run(&self.promotions, &self.controls, &rows, request, now_ms)
-            .map_err(|e| AdminError::invalid("invalid_promotion", e))
-    }
-
     /// Creates or replaces a promotion and publishes the new document.
     pub fn put_promotion(
         &mut self,
@@ -680,6 +639,7 @@ impl<P: Publisher> Pipeline<P> {
         store::meta_set(&tx, VERSION_KEY, &version.to_string()).map_err(PipelineError::from)?;
         tx.commit().map_err(PipelineError::from)?;
         self.promotions = book;
+        self.board.set_promotions(&self.promotions);
         self.version = version;
         let doc = self.promotions_doc(now_ms);
         self.publish_with(version, now_ms, Vec::new(), Vec::new(), Some(doc))?;
