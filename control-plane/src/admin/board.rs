@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use edgeprice_pricing::guardrail::margin_bp;
-use edgeprice_pricing::SkuEconomics;
 use edgeprice_schemas::admin::{
     AlertRow, Amount, Approval, MarginBucket, PipelineMetrics, SkuPage, SkuRow,
 };
@@ -97,14 +96,7 @@ pub fn row_of(
     let published = state.published.as_ref();
     let price = published.map_or(state.list_price_minor, |e| e.price_minor);
     let margin = state.cost_minor.and_then(|cost| {
-        let economics = SkuEconomics {
-            currency: state.currency,
-            cost_minor: cost,
-            logistics_minor: state.logistics_minor,
-            tax_rate_bp: state.tax_rate_bp,
-            floor_minor: state.floor_minor,
-            ceiling_minor: state.ceiling_minor,
-        };
+        let economics = state.economics(cost);
         margin_bp(
             price,
             &economics,
