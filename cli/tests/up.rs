@@ -23,7 +23,9 @@ fn exchange(
 ) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
     // Generous: test builds are unoptimised and the demo keeps the pipeline busy.
-    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
