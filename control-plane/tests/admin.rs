@@ -84,10 +84,13 @@ impl Plant {
             ));
         }
         plant.control.flush().unwrap();
-        assert_eq!(
-            plant.entry("A").map(|e| (e.price_minor, e.floor_minor)),
-            Some((1_500, 1_200))
-        );
+        for sku in ["A", "B"] {
+            let entry = plant.entry(sku).map(|e| (e.price_minor, e.floor_minor));
+            if entry != Some((1_500, 1_200)) {
+                let decisions = plant.get(&format!("/v1/admin/decisions?sku={sku}"));
+                panic!("{sku}: {entry:?}\n{decisions:#}");
+            }
+        }
         plant
     }
 

@@ -262,6 +262,14 @@ impl<P: Publisher> Pipeline<P> {
                 ..BatchReport::default()
             });
         }
+        // The batch is judged no earlier than its newest event was received: the clock
+        // may have been read before a resync or a wait, and an event accepted "now"
+        // (a cost effective at its sending time) must not look scheduled.
+        let now_ms = events
+            .iter()
+            .map(|e| e.received_at_ms)
+            .max()
+            .map_or(now_ms, |received| received.max(now_ms));
         let version = self.version + 1;
         let tx = self
             .conn
