@@ -963,8 +963,11 @@ impl Snapshot {
         while at < order.len() {
             let (hash, first) = order[at];
             let sku = changes[first as usize].sku;
+            // The hash first: the name is read (a cache miss in the delta) only for a
+            // SKU with several changes.
             let end = at
-                + order[at..]
+                + 1
+                + order[at + 1..]
                     .iter()
                     .take_while(|(h, i)| *h == hash && changes[*i as usize].sku == sku)
                     .count();
@@ -986,6 +989,9 @@ impl Snapshot {
             let mut slots = self.shard(index).to_vec();
             for g in start..end {
                 self.prefetch_ahead(g, &groups, &order);
+                if let Some(&(next, _)) = groups.get(g + 1) {
+                    prefetch(changes[order[next].1 as usize].sku.as_ptr());
+                }
                 let (group, group_end) = groups[g];
                 let (hash, first) = order[group];
                 let sku = changes[first as usize].sku;
