@@ -545,6 +545,19 @@ fn promotions_are_defined_tried_published_and_ended_through_the_control_plane() 
     );
     assert_eq!(reply.body["revision"], 2);
 
+    let reply = plant.switch(
+        OPERATOR,
+        json!({"kind": "promotion", "id": "snack-week"}),
+        true,
+        true,
+    );
+    assert_eq!(reply.body["blast_radius"]["skus"], 1, "{}", reply.body);
+    assert_eq!(plant.get("/v1/admin/promotions")[0]["skus"], 1);
+    assert_eq!(
+        plant.get("/v1/admin/skus/%41")["row"]["sku"],
+        "A",
+        "paths are decoded"
+    );
     // Killing it takes it out of the edges' document; releasing puts it back.
     plant.switch(
         OPERATOR,
