@@ -530,7 +530,11 @@ fn render_alert_list(app: &App, frame: &mut Frame, area: Rect) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     if app.alerts.is_empty() {
-        frame.render_widget(Paragraph::new(Span::styled("no alerts", DIM)), inner);
+        if app.metrics.is_none() {
+            frame.render_widget(waiting(app), inner);
+        } else {
+            frame.render_widget(Paragraph::new(Span::styled("no alerts", DIM)), inner);
+        }
         return;
     }
     // Narrow: the message goes on its own line so that it is not cut off.
