@@ -44,7 +44,7 @@ pub fn control(args: ControlArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let publisher = FanOut::new(publishers);
-    let embedded = Embedded::start(publisher, &args.control, &tokens)?;
+    let embedded = Embedded::start(publisher, &args.control, &tokens, args.edges.clone())?;
     let edges: Vec<String> = args.edges.iter().map(|e| format!("http://{e}")).collect();
     println!(
         "control plane on http://{}, publishing to {}",

@@ -127,7 +127,12 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     config.validate()?;
     let (store, handle) = start_edge(&config)?;
-    let embedded = Embedded::start(InProcessEdge(Arc::clone(&store)), &args.control, &tokens)?;
+    let embedded = Embedded::start(
+        InProcessEdge(Arc::clone(&store)),
+        &args.control,
+        &tokens,
+        vec![handle.local_addr()],
+    )?;
     let (edge_addr, feeds_addr) = (handle.local_addr(), embedded.feeds_addr());
     println!("edgeprice is up: edge http://{edge_addr}, control plane http://{feeds_addr}");
     println!("  curl 'http://{edge_addr}/v1/prices/SKU-0000042?store=store-1&channel=web'");

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use edgeprice_control::http::{FeedSource, IngestHttpConfig, IngestServer};
+use edgeprice_control::http::{AdminToken, FeedSource, IngestHttpConfig, IngestServer};
 use edgeprice_control::kafka::{FeedConsumer, KafkaConfig, KafkaPublisher};
 use edgeprice_control::publish::{FanOut, Publisher};
 use edgeprice_control::runtime::{ControlPlane, RuntimeConfig};
+use edgeprice_schemas::admin::Role;
 use tracing::{info, warn};
 
 use crate::demo::Simulator;
@@ -27,6 +28,11 @@ pub struct ControlPlaneArgs {
     /// Admin bearer token; by default one is generated into DATA_DIR/admin.token.
     #[arg(long, env = "EDGEPRICE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// More admin API tokens with their roles: a TOML file of
+    /// `[[token]]` tables with `name`, `token` (at least 16 characters) and `role`
+    /// (`viewer`, `operator` or `admin`). The admin token above always has the admin role.
+    #[arg(long, env = "EDGEPRICE_ADMIN_TOKENS_FILE")]
+    admin_tokens_file: Option<PathBuf>,
     /// Feed bearer token; by default one is generated into DATA_DIR/feed.token.
     #[arg(long, env = "EDGEPRICE_FEED_TOKEN", hide_env_values = true)]
     feed_token: Option<String>,
@@ -41,8 +47,40 @@ pub struct ControlPlaneArgs {
 /// The bearer tokens of a control plane.
 #[derive(Debug, Clone)]
 pub struct Tokens {
+    /// The admin token (role admin), also the edge's admin token in `up`.
     pub admin: String,
     pub feed: String,
+    /// Every admin API token, the admin token first.
+    pub admin_tokens: Vec<AdminToken>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    #[serde(default)]
+    token: Vec<AdminToken>,
+}
+
+/// Reads a tokens file (see `--admin-tokens-file`).
+pub fn read_tokens_file(path: &Path) -> anyhow::Result<Vec<AdminToken>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading admin tokens {}", path.display()))?;
+    let file: TokensFile = toml::from_str(&text)
+        .with_context(|| format!("parsing admin tokens {}", path.display()))?;
+    for token in &file.token {
+        anyhow::ensure!(
+            token.token.len() >= 16,
+            "admin token {:?} in {} is shorter than 16 characters",
+            token.name,
+            path.display()
+        );
+        anyhow::ensure!(
+            !token.name.is_empty(),
+            "an admin token in {} has no name",
+            path.display()
+        );
+    }
+    Ok(file.token)
 }
 
 impl ControlPlaneArgs {
@@ -59,7 +97,19 @@ impl ControlPlaneArgs {
             Some(token) => token.clone(),
             None => token_file(&self.data_dir, "feed.token")?,
         };
-        Ok(Tokens { admin, feed })
+        let mut admin_tokens = vec![AdminToken {
+            name: "admin".into(),
+            token: admin.clone(),
+            role: Role::Admin,
+        }];
+        if let Some(path) = &self.admin_tokens_file {
+            admin_tokens.extend(read_tokens_file(path)?);
+        }
+        Ok(Tokens {
+            admin,
+            feed,
+            admin_tokens,
+        })
     }
 }
 
@@ -139,6 +189,7 @@ impl Embedded {
         publisher: P,
         args: &ControlPlaneArgs,
         tokens: &Tokens,
+        edges: Vec<SocketAddr>,
     ) -> anyhow::Result<Embedded> {
         let data_dir = &args.data_dir;
         let feeds_listen = args.feeds_listen;
@@ -175,11 +226,10 @@ impl Embedded {
                     token: tokens.feed.clone(),
                     ..FeedSource::default()
                 }],
-                admin_token: Some(tokens.admin.clone()),
+                admin_tokens: tokens.admin_tokens.clone(),
                 ..IngestHttpConfig::default()
             },
-            control.ingestor(),
-            control.data_dir().to_owned(),
+            control.handle(edges),
         )
         .with_context(|| format!("serving feeds on {feeds_listen}"))?;
         info!(addr = %ingest.local_addr(), "control plane up");

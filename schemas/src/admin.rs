@@ -21,6 +21,10 @@
 //! | `GET /v1/admin/kill-switches` | viewer | → [`KillSwitches`] |
 //! | `POST /v1/admin/kill-switches` | operator | [`KillSwitchRequest`] → [`KillSwitchOutcome`] |
 //! | `GET /v1/admin/promotions` | viewer | → `Vec<`[`PromotionRow`]`>` |
+//! | `GET /v1/admin/promotions/{id}` | viewer | → the definition (`edgeprice_pricing::promo::Promotion`) |
+//! | `PUT /v1/admin/promotions/{id}?reason=` | operator | definition → [`PromotionChange`] |
+//! | `DELETE /v1/admin/promotions/{id}?reason=` | operator | → [`PromotionChange`] |
+//! | `POST /v1/admin/promotions/dry-run` | viewer | [`DryRunRequest`] → [`DryRunReport`] |
 //! | `GET /v1/admin/audit?limit=&before=` | viewer | → `Vec<`[`AuditRow`]`>` (newest first) |
 //! | `GET /v1/admin/approvals` | viewer | → `Vec<`[`Approval`]`>` (pending) |
 //! | `POST /v1/admin/approvals/{sku}` | operator | [`ApprovalRequest`] → decision record |
@@ -383,6 +387,81 @@ pub struct PromotionRow {
     pub skus: u64,
     pub starts_at_ms: Option<i64>,
     pub ends_at_ms: Option<i64>,
+}
+
+/// The answer to creating, replacing or ending a promotion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionChange {
+    pub id: String,
+    /// The promotion's revision after the change (0 once ended).
+    pub revision: u64,
+    /// The promotions version the edges now have.
+    pub promotions_version: u64,
+    /// The snapshot version that carries it.
+    pub snapshot_version: u64,
+}
+
+/// A cart to try a promotion on.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DryRunCart {
+    /// `(sku, quantity)`.
+    pub lines: Vec<(String, u32)>,
+    pub store: Option<String>,
+    pub channel: Option<String>,
+    pub segment: Option<String>,
+    pub customer_id: Option<String>,
+    pub coupons: Vec<String>,
+}
+
+/// `POST /v1/admin/promotions/dry-run`: what would change if `promotion` were
+/// published (replacing the promotion with the same id, if any).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DryRunRequest {
+    pub promotion: edgeprice_pricing::promo::Promotion,
+    /// Carts to price before and after (for cart-level promotions and coupons).
+    #[serde(default)]
+    pub carts: Vec<DryRunCart>,
+    /// Evaluation time, Unix ms (default: now).
+    #[serde(default)]
+    pub at_ms: Option<i64>,
+    /// Most SKUs listed in the answer (default 100); counts cover all.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// A SKU whose shelf price the promotion changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DryRunSku {
+    pub sku: String,
+    pub before_minor: i64,
+    pub after_minor: i64,
+    pub floor_minor: i64,
+    /// The promotion wanted more than the floor allows; the price stops at the floor.
+    pub at_floor: bool,
+}
+
+/// A cart priced before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DryRunCartResult {
+    pub before_total_minor: i64,
+    pub after_total_minor: i64,
+    /// SKUs of lines the floor clamped after the change.
+    pub clamped: Vec<String>,
+    /// Why the cart could not be priced, if it could not.
+    pub error: Option<String>,
+}
+
+/// The answer to a [`DryRunRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DryRunReport {
+    pub promotion_id: String,
+    /// SKUs whose shelf price changes.
+    pub skus_changed: u64,
+    /// Of those, SKUs held at their floor.
+    pub floor_hits: u64,
+    pub skus: Vec<DryRunSku>,
+    pub carts: Vec<DryRunCartResult>,
 }
 
 /// One audit record.
