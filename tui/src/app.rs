@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use edgeprice_schemas::admin::{
-    AlertRow, AuditRow, BlastRadius, KillSwitchOutcome, KillSwitchRequest, KillSwitches, Metrics,
-    Override, OverrideRequest, PromotionRow, Role, SkuDetail, SkuPage, SkuRow, Switch, WhoAmI,
-    SKU_SORTS,
+    AlertRow, Approval, ApprovalRequest, AuditRow, BlastRadius, KillSwitchOutcome,
+    KillSwitchRequest, KillSwitches, Metrics, Override, OverrideRequest, PromotionRow, Role,
+    SkuDetail, SkuPage, SkuRow, Switch, WhoAmI, SKU_SORTS,
 };
 
 use crate::client::{ApiError, SkuQuery};
@@ -39,24 +39,27 @@ pub enum Tab {
     Switches,
     Overrides,
     Activity,
+    Approvals,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [
+    pub const ALL: [Tab; 6] = [
         Tab::Dashboard,
         Tab::Skus,
         Tab::Switches,
         Tab::Overrides,
         Tab::Activity,
+        Tab::Approvals,
     ];
 
     pub fn title(self) -> &'static str {
         match self {
             Tab::Dashboard => "Dashboard",
             Tab::Skus => "SKUs",
-            Tab::Switches => "Kill switches",
+            Tab::Switches => "Switches",
             Tab::Overrides => "Overrides",
-            Tab::Activity => "Alerts & audit",
+            Tab::Activity => "Activity",
+            Tab::Approvals => "Approvals",
         }
     }
 
@@ -76,6 +79,7 @@ pub struct Poll {
     pub promotions: Result<Vec<PromotionRow>, ApiError>,
     pub overrides: Result<Vec<Override>, ApiError>,
     pub audit: Result<Vec<AuditRow>, ApiError>,
+    pub approvals: Result<Vec<Approval>, ApiError>,
 }
 
 /// What the poller reports about the connection.
@@ -131,6 +135,11 @@ pub enum Message {
         id: u64,
         result: Result<Override, ApiError>,
     },
+    /// The decision record of an approved or rejected suggestion.
+    Decided {
+        sku: String,
+        result: Result<serde_json::Value, ApiError>,
+    },
 }
 
 /// Output of [`App::update`]: work for the poller thread.
@@ -152,6 +161,10 @@ pub enum Command {
     RemoveOverride {
         id: u64,
         reason: String,
+    },
+    Decide {
+        sku: String,
+        request: ApprovalRequest,
     },
 }
 
@@ -339,6 +352,17 @@ pub struct EndOverrideDialog {
     pub error: Option<String>,
 }
 
+/// Approve or reject a price suggestion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecideDialog {
+    pub target: Approval,
+    pub approve: bool,
+    pub reason: String,
+    pub confirming: bool,
+    pub applying: bool,
+    pub error: Option<String>,
+}
+
 /// A dialog over the view; it takes every key while open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Modal {
@@ -352,6 +376,7 @@ pub enum Modal {
     Switch(SwitchDialog),
     Override(Box<OverrideForm>),
     EndOverride(EndOverrideDialog),
+    Decide(DecideDialog),
 }
 
 /// How a status message reads.
@@ -386,6 +411,7 @@ pub enum Panel {
     Promotions,
     Overrides,
     Audit,
+    Approvals,
 }
 
 /// The console.
@@ -407,12 +433,14 @@ pub struct App {
     pub promotions: Vec<PromotionRow>,
     pub overrides: Vec<Override>,
     pub audit: Vec<AuditRow>,
+    pub approvals: Vec<Approval>,
     pub panel_errors: BTreeMap<Panel, String>,
     pub skus: SkuTable,
     pub detail: Option<Detail>,
     pub switch_selected: usize,
     pub override_selected: usize,
     pub activity_selected: usize,
+    pub approval_selected: usize,
     pub modal: Option<Modal>,
     pub status: Option<Status>,
     /// Readings that arrived while frozen and were not shown.
@@ -438,6 +466,7 @@ impl App {
             promotions: Vec::new(),
             overrides: Vec::new(),
             audit: Vec::new(),
+            approvals: Vec::new(),
             panel_errors: BTreeMap::new(),
             skus: SkuTable {
                 query: SkuQuery {
@@ -450,6 +479,7 @@ impl App {
             switch_selected: 0,
             override_selected: 0,
             activity_selected: 0,
+            approval_selected: 0,
             modal: None,
             status: None,
             held_back: 0,
@@ -475,6 +505,7 @@ impl App {
             Tab::Switches => Scope::Switches,
             Tab::Overrides => Scope::Overrides,
             Tab::Activity => Scope::Activity,
+            Tab::Approvals => Scope::Approvals,
         }
     }
 
@@ -648,6 +679,10 @@ impl App {
                 self.on_override_removed(id, result);
                 None
             }
+            Message::Decided { sku, result } => {
+                self.on_decided(sku, result);
+                None
+            }
         }
     }
 
@@ -697,6 +732,12 @@ impl App {
             poll.overrides,
         );
         keep(errors, Panel::Audit, &mut self.audit, poll.audit);
+        keep(
+            errors,
+            Panel::Approvals,
+            &mut self.approvals,
+            poll.approvals,
+        );
         self.clamp_selections();
     }
 
@@ -709,6 +750,48 @@ impl App {
         self.activity_selected = self
             .activity_selected
             .min(self.audit.len().saturating_sub(1));
+        self.approval_selected = self
+            .approval_selected
+            .min(self.approvals.len().saturating_sub(1));
+    }
+
+    fn on_decided(&mut self, sku: String, result: Result<serde_json::Value, ApiError>) {
+        let dialog = match &mut self.modal {
+            Some(Modal::Decide(dialog)) if dialog.target.sku == sku => Some(dialog),
+            _ => None,
+        };
+        match result {
+            Ok(record) => {
+                let verb = match &dialog {
+                    Some(d) if !d.approve => "rejected",
+                    Some(_) => "approved",
+                    None => "decided",
+                };
+                if dialog.is_some() {
+                    self.modal = None;
+                }
+                self.approvals.retain(|a| a.sku != sku);
+                self.clamp_selections();
+                let price = record["final_price_minor"]
+                    .as_i64()
+                    .zip(record["inputs"]["currency"].as_str())
+                    .map(|(minor, currency)| {
+                        format!(": price now {}", format::money(minor, currency))
+                    })
+                    .unwrap_or_default();
+                self.say(
+                    Level::Done,
+                    format!("{verb} the suggestion for {sku}{price}"),
+                );
+            }
+            Err(error) => match dialog {
+                Some(dialog) => {
+                    dialog.applying = false;
+                    dialog.error = Some(error.to_string());
+                }
+                None => self.say(Level::Error, format!("deciding {sku}: {error}")),
+            },
+        }
     }
 
     fn on_kill_switch(
@@ -935,6 +1018,7 @@ impl App {
             Action::GoSwitches => self.go(Tab::Switches),
             Action::GoOverrides => self.go(Tab::Overrides),
             Action::GoActivity => self.go(Tab::Activity),
+            Action::GoApprovals => self.go(Tab::Approvals),
             Action::Up => self.move_selection(-1),
             Action::Down => self.move_selection(1),
             Action::PageUp => self.page(-1),
@@ -1042,6 +1126,31 @@ impl App {
                     None
                 }
             },
+            Action::Approve | Action::Reject => {
+                if self.mutation_refused() {
+                    return None;
+                }
+                let target = self.approvals.get(self.approval_selected)?.clone();
+                self.modal = Some(Modal::Decide(DecideDialog {
+                    target,
+                    approve: action == Action::Approve,
+                    reason: String::new(),
+                    confirming: false,
+                    applying: false,
+                    error: None,
+                }));
+                None
+            }
+            Action::PromotionSwitch => match argument {
+                Some(id) => self.open_switch_dialog(Switch::Promotion { id: id.to_owned() }),
+                None => {
+                    self.say(
+                        Level::Error,
+                        "which promotion? like :promotion-off flash-20",
+                    );
+                    None
+                }
+            },
             Action::RemoveOverride => {
                 let target = self.overrides.get(self.override_selected)?.clone();
                 self.modal = Some(Modal::EndOverride(EndOverrideDialog {
@@ -1112,6 +1221,9 @@ impl App {
             }
             Tab::Activity => {
                 self.activity_selected = moved(self.activity_selected, delta, self.audit.len())
+            }
+            Tab::Approvals => {
+                self.approval_selected = moved(self.approval_selected, delta, self.approvals.len())
             }
         }
         None
@@ -1239,6 +1351,7 @@ impl App {
             Modal::Switch(dialog) => self.on_switch_key(dialog, key),
             Modal::Override(form) => self.on_form_key(*form, key),
             Modal::EndOverride(dialog) => self.on_end_override_key(dialog, key),
+            Modal::Decide(dialog) => self.on_decide_key(dialog, key),
         }
     }
 
@@ -1436,6 +1549,42 @@ impl App {
             }
         }
         self.modal = Some(Modal::EndOverride(dialog));
+        command
+    }
+}
+
+impl App {
+    fn on_decide_key(&mut self, mut dialog: DecideDialog, key: KeyEvent) -> Option<Command> {
+        if key.code == KeyCode::Esc {
+            return None;
+        }
+        let mut command = None;
+        if dialog.applying {
+        } else if dialog.confirming {
+            match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => {
+                    dialog.applying = true;
+                    command = Some(Command::Decide {
+                        sku: dialog.target.sku.clone(),
+                        request: ApprovalRequest {
+                            approve: dialog.approve,
+                            reason: dialog.reason.trim().to_owned(),
+                        },
+                    });
+                }
+                KeyCode::Char('n') | KeyCode::Char('N') => return None,
+                _ => {}
+            }
+        } else {
+            match key.code {
+                KeyCode::Enter if !dialog.reason.trim().is_empty() => {
+                    dialog.confirming = true;
+                    dialog.error = None;
+                }
+                _ => edit(&mut dialog.reason, &key),
+            }
+        }
+        self.modal = Some(Modal::Decide(dialog));
         command
     }
 }

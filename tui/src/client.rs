@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use edgeprice_schemas::admin::{
-    AlertRow, AuditRow, KillSwitchOutcome, KillSwitchRequest, KillSwitches, Metrics, Override,
-    OverrideRequest, PromotionRow, SkuDetail, SkuPage, WhoAmI,
+    AlertRow, Approval, ApprovalRequest, AuditRow, KillSwitchOutcome, KillSwitchRequest,
+    KillSwitches, Metrics, Override, OverrideRequest, PromotionRow, SkuDetail, SkuPage, WhoAmI,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -125,6 +125,22 @@ impl AdminClient {
 
     pub fn audit(&self, limit: u32) -> Result<Vec<AuditRow>, ApiError> {
         self.get("/v1/admin/audit", &[("limit", limit.to_string())])
+    }
+
+    pub fn approvals(&self) -> Result<Vec<Approval>, ApiError> {
+        self.get("/v1/admin/approvals", &[])
+    }
+
+    /// Approves or rejects a pending suggestion; answers the decision record.
+    pub fn decide(
+        &self,
+        sku: &str,
+        request: &ApprovalRequest,
+    ) -> Result<serde_json::Value, ApiError> {
+        self.post(
+            &format!("/v1/admin/approvals/{}", path_segment(sku)),
+            request,
+        )
     }
 
     pub fn skus(&self, query: &SkuQuery) -> Result<SkuPage, ApiError> {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use edgeprice_schemas::admin::{
-    AlertRow, Amount, AuditRow, BlastRadius, CheckoutMetrics, EdgeMetrics, EngagedSwitch,
+    AlertRow, Amount, Approval, AuditRow, BlastRadius, CheckoutMetrics, EdgeMetrics, EngagedSwitch,
     KillSwitchOutcome, KillSwitches, MarginBucket, Metrics, Override, PipelineMetrics,
     PromotionRow, Role, SkuDetail, SkuPage, SkuRow, Switch, WhoAmI,
 };
@@ -278,6 +278,29 @@ pub fn audit() -> Vec<AuditRow> {
     ]
 }
 
+pub fn approvals() -> Vec<Approval> {
+    vec![
+        Approval {
+            sku: "SKU-0000311".to_owned(),
+            category: "household".to_owned(),
+            currency: "EUR".to_owned(),
+            current_minor: 520,
+            suggested_minor: 719,
+            reason_code: "cost_increase_pass_through".to_owned(),
+            suggested_at_ms: NOW_MS - 95_000,
+        },
+        Approval {
+            sku: "SKU-0002048".to_owned(),
+            category: "electronics".to_owned(),
+            currency: "EUR".to_owned(),
+            current_minor: 89_900,
+            suggested_minor: 79_900,
+            reason_code: "competitor_match".to_owned(),
+            suggested_at_ms: NOW_MS - 40_000,
+        },
+    ]
+}
+
 pub fn sku_row(n: u32) -> SkuRow {
     let list = 1_000 + (n as i64 * 377) % 4_000;
     let price = list - (n as i64 * 31) % 200;
@@ -342,6 +365,7 @@ pub fn poll(i: i64, role: Role) -> Poll {
         promotions: Ok(promotions()),
         overrides: Ok(overrides()),
         audit: Ok(audit()),
+        approvals: Ok(approvals()),
     }
 }
 

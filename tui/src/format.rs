@@ -27,9 +27,23 @@ pub fn minor(amount: i64, currency: &str) -> String {
     )
 }
 
-/// `1234` EUR → `12.34 EUR`.
+/// `123456` EUR → `1,234.56 EUR` (grouped for reading; [`minor`] stays plain for
+/// editing).
 pub fn money(amount: i64, currency: &str) -> String {
-    format!("{} {currency}", minor(amount, currency))
+    let plain = minor(amount, currency);
+    let (sign, digits) = match plain.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", plain.as_str()),
+    };
+    let (whole, fraction) = match digits.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (digits, None),
+    };
+    let grouped = thousands(whole.parse().unwrap_or(0));
+    match fraction {
+        Some(fraction) => format!("{sign}{grouped}.{fraction} {currency}"),
+        None => format!("{sign}{grouped} {currency}"),
+    }
 }
 
 /// Parses a price typed in major units (`12.5`, `12.50`, `12`) into minor units.
@@ -178,7 +192,9 @@ mod tests {
     fn money_uses_the_currency_exponent() {
         assert_eq!(money(1234, "EUR"), "12.34 EUR");
         assert_eq!(money(-5, "EUR"), "-0.05 EUR");
-        assert_eq!(money(1234, "JPY"), "1234 JPY");
+        assert_eq!(money(1234, "JPY"), "1,234 JPY");
+        assert_eq!(money(193_556_407, "EUR"), "1,935,564.07 EUR");
+        assert_eq!(money(-123_456, "EUR"), "-1,234.56 EUR");
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub enum Scope {
     Overrides,
     /// Alerts and the audit log.
     Activity,
+    /// Price suggestions waiting for a person.
+    Approvals,
 }
 
 impl Scope {
@@ -34,11 +36,12 @@ impl Scope {
             Scope::Switches => "Kill switches",
             Scope::Overrides => "Overrides",
             Scope::Activity => "Alerts and audit",
+            Scope::Approvals => "Approvals",
         }
     }
 
     /// Help order.
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 8] = [
         Scope::Global,
         Scope::Dashboard,
         Scope::Skus,
@@ -46,6 +49,7 @@ impl Scope {
         Scope::Switches,
         Scope::Overrides,
         Scope::Activity,
+        Scope::Approvals,
     ];
 }
 
@@ -69,6 +73,7 @@ pub enum Action {
     GoSwitches,
     GoOverrides,
     GoActivity,
+    GoApprovals,
     Up,
     Down,
     PageUp,
@@ -97,8 +102,14 @@ pub enum Action {
     CheckoutSwitch,
     /// Freeze a SKU by id (asks for it).
     FreezeSkuById,
+    /// Palette only: `promotion-off ID` for a promotion not in the list (feed ones).
+    PromotionSwitch,
     /// End the selected override.
     RemoveOverride,
+    /// Approve the selected price suggestion.
+    Approve,
+    /// Reject the selected price suggestion.
+    Reject,
 }
 
 /// A key as written in the map.
@@ -307,6 +318,13 @@ pub const KEYMAP: &[Binding] = &[
         "alerts and audit log",
     ),
     bind(
+        &[key('6')],
+        S::Global,
+        A::GoApprovals,
+        Some("approvals"),
+        "price suggestions waiting for approval",
+    ),
+    bind(
         &[code(KeyCode::Up), key('k')],
         S::Global,
         A::Up,
@@ -469,6 +487,16 @@ pub const KEYMAP: &[Binding] = &[
         ),
         "ID",
     )),
+    mutating(with_argument(
+        bind(
+            &[],
+            S::Switches,
+            A::PromotionSwitch,
+            Some("promotion-off"),
+            "one promotion off by id (again: back on)",
+        ),
+        "ID",
+    )),
     // overrides
     mutating(bind(
         &[key('d'), code(KeyCode::Delete)],
@@ -476,6 +504,21 @@ pub const KEYMAP: &[Binding] = &[
         A::RemoveOverride,
         None,
         "end the selected override",
+    )),
+    // approvals
+    mutating(bind(
+        &[key('a')],
+        S::Approvals,
+        A::Approve,
+        None,
+        "approve the selected suggestion (publishes its price)",
+    )),
+    mutating(bind(
+        &[key('x')],
+        S::Approvals,
+        A::Reject,
+        None,
+        "reject the selected suggestion",
     )),
 ];
 

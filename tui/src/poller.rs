@@ -136,6 +136,14 @@ impl Poller {
                     *next_poll = now;
                 }
             }
+            Command::Decide { sku, request } => {
+                let result = self.client.decide(&sku, &request);
+                let changed = result.is_ok();
+                self.send(Message::Decided { sku, result })?;
+                if changed {
+                    *next_poll = now;
+                }
+            }
             Command::RemoveOverride { id, reason } => {
                 let result = self.client.remove_override(id, &reason);
                 let changed = result.is_ok();
@@ -198,6 +206,7 @@ impl Poller {
             promotions: self.client.promotions(),
             overrides: self.client.overrides(),
             audit: self.client.audit(ROWS),
+            approvals: self.client.approvals(),
         })
     }
 }

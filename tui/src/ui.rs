@@ -40,6 +40,7 @@ pub fn render(app: &App, frame: &mut Frame) {
         Tab::Switches => render_switches(app, frame, body),
         Tab::Overrides => render_overrides(app, frame, body),
         Tab::Activity => render_activity(app, frame, body),
+        Tab::Approvals => render_approvals(app, frame, body),
     }
     render_footer(app, frame, footer);
     match &app.modal {
@@ -49,6 +50,7 @@ pub fn render(app: &App, frame: &mut Frame) {
         Some(Modal::Switch(dialog)) => render_switch_dialog(frame, dialog),
         Some(Modal::Override(form)) => render_override_form(app, frame, form),
         Some(Modal::EndOverride(dialog)) => render_end_override(app, frame, dialog),
+        Some(Modal::Decide(dialog)) => render_decide(app, frame, dialog),
     }
 }
 
@@ -58,7 +60,11 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
         Style::new().fg(Color::Black).bg(ACCENT).bold(),
     )];
     for (i, tab) in Tab::ALL.iter().enumerate() {
-        let text = format!(" {} {} ", i + 1, tab.title());
+        spans.push(Span::raw(" "));
+        let mut text = format!("{} {}", i + 1, tab.title());
+        if *tab == Tab::Approvals && !app.approvals.is_empty() {
+            text.push_str(&format!(" ({})", app.approvals.len()));
+        }
         spans.push(if *tab == app.tab {
             Span::styled(text, Style::new().fg(ACCENT).bold().reversed())
         } else {
@@ -66,7 +72,7 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
         });
     }
     frame.render_widget(Line::from(spans), area);
-    let used: usize = Tab::ALL.iter().map(|t| t.title().len() + 4).sum::<usize>() + 11;
+    let used: usize = Tab::ALL.iter().map(|t| t.title().len() + 3).sum::<usize>() + 16;
     if (area.width as usize) > used + app.url.len() + 2 {
         frame.render_widget(
             Paragraph::new(Span::styled(format!("{} ", app.url), DIM)).alignment(Alignment::Right),
@@ -284,7 +290,7 @@ fn render_live_rows(app: &App, metrics: &Metrics, frame: &mut Frame, area: Rect,
         let [label_area, spark_area, value_area] = Layout::horizontal([
             Constraint::Length(11),
             Constraint::Min(4),
-            Constraint::Length(12),
+            Constraint::Length(16),
         ])
         .spacing(1)
         .areas(*row);
@@ -541,20 +547,22 @@ fn render_alert_list(app: &App, frame: &mut Frame, area: Rect) {
     let narrow = inner.width < 70;
     let mut lines: Vec<Line<'_>> = Vec::new();
     for alert in &app.alerts {
-        let mut head = vec![
+        let head = vec![
             Span::styled(format!("{} ", format::clock(alert.at_ms)), DIM),
             Span::styled(format!("{} ", alert.kind), alert_style(&alert.kind)),
-            Span::raw(match &alert.sku {
-                Some(sku) => format!("{sku} "),
-                None => String::new(),
-            }),
         ];
+        let sku = match &alert.sku {
+            Some(sku) => format!("{sku} "),
+            None => String::new(),
+        };
         if narrow {
             lines.push(Line::from(head));
-            lines.push(Line::from(format!("  {}", alert.message)));
+            lines.push(Line::from(format!("  {sku}{}", alert.message)));
         } else {
-            head.push(Span::raw(alert.message.clone()));
-            lines.push(Line::from(head));
+            let mut line = head;
+            line.push(Span::raw(sku));
+            line.push(Span::raw(alert.message.clone()));
+            lines.push(Line::from(line));
         }
     }
     lines.truncate(inner.height as usize);
@@ -1118,6 +1126,86 @@ fn render_activity(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_stateful_widget(widget, audit, &mut state);
 }
 
+// ---------------------------------------------------------------- approvals
+
+fn render_approvals(app: &App, frame: &mut Frame, area: Rect) {
+    let block = panel_with_error(
+        app,
+        "Price suggestions waiting for approval",
+        Panel::Approvals,
+    )
+    .title_bottom(
+        Line::from(Span::styled(
+            if app.is_read_only() {
+                ""
+            } else {
+                " a approve · x reject "
+            },
+            DIM,
+        ))
+        .right_aligned(),
+    );
+    if app.approvals.is_empty() {
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        frame.render_widget(
+            Paragraph::new(Span::styled("nothing waits for approval", DIM)),
+            inner,
+        );
+        return;
+    }
+    let wide = area.width >= 120;
+    let rows: Vec<Row<'_>> = app
+        .approvals
+        .iter()
+        .map(|a| {
+            let change_bp = if a.current_minor == 0 {
+                0
+            } else {
+                (a.suggested_minor - a.current_minor) * 10_000 / a.current_minor
+            };
+            let mut cells = vec![
+                Cell::from(a.sku.as_str()),
+                Cell::from(format::minor(a.current_minor, &a.currency)),
+                Cell::from(format::minor(a.suggested_minor, &a.currency)),
+                Cell::from(format!(
+                    "{}{}",
+                    if change_bp > 0 { "+" } else { "" },
+                    format::percent_bp(change_bp)
+                ))
+                .style(Style::new().fg(if change_bp < 0 { WARN } else { ACCENT })),
+                Cell::from(a.reason_code.as_str()),
+            ];
+            if wide {
+                cells.insert(1, Cell::from(a.category.as_str()));
+                cells.push(Cell::from(format::ago(a.suggested_at_ms, app.now_ms)));
+            }
+            Row::new(cells)
+        })
+        .collect();
+    let mut header = vec!["SKU", "Now", "Suggested", "Change", "Reason"];
+    let mut widths = vec![
+        Constraint::Length(13),
+        Constraint::Length(10),
+        Constraint::Length(10),
+        Constraint::Length(8),
+        Constraint::Min(12),
+    ];
+    if wide {
+        header.insert(1, "Category");
+        widths.insert(1, Constraint::Length(14));
+        header.push("Since");
+        widths.push(Constraint::Length(9));
+    }
+    let widget = Table::new(rows, widths)
+        .header(Row::new(header).style(Style::new().bold()))
+        .block(block)
+        .row_highlight_style(Style::new().bg(Color::DarkGray).bold())
+        .highlight_symbol("›");
+    let mut state = TableState::default().with_selected(Some(app.approval_selected));
+    frame.render_stateful_widget(widget, area, &mut state);
+}
+
 // ---------------------------------------------------------------- dialogs
 
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
@@ -1237,15 +1325,23 @@ fn input_line(label: &str, value: &str, focused: bool) -> Line<'static> {
     ])
 }
 
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!(
+        "{} {}",
+        format::thousands(n),
+        if n == 1 { one } else { many }
+    )
+}
+
 fn radius_line(skus: u64, promotions: u64, edges: u64) -> Line<'static> {
     Line::from(vec![
         Span::styled("blast radius: ", Style::new().bold()),
         Span::styled(
             format!(
-                "{} SKUs · {} promotions · {} edges",
-                format::thousands(skus),
-                format::thousands(promotions),
-                edges
+                "{} · {} · {}",
+                plural(skus, "SKU", "SKUs"),
+                plural(promotions, "promotion", "promotions"),
+                plural(edges, "edge", "edges"),
             ),
             Style::new().fg(DANGER).bold(),
         ),
@@ -1471,6 +1567,60 @@ fn render_end_override(app: &App, frame: &mut Frame, dialog_state: &app::EndOver
         format!("end override #{} on {}", target.id, target.sku),
         true,
     );
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
+fn render_decide(app: &App, frame: &mut Frame, dialog_state: &app::DecideDialog) {
+    let target = &dialog_state.target;
+    let verb = if dialog_state.approve {
+        "approve"
+    } else {
+        "reject"
+    };
+    let mut lines = vec![
+        Line::from(format!(
+            "{} → {} suggested ({})",
+            format::money(target.current_minor, &target.currency),
+            format::money(target.suggested_minor, &target.currency),
+            target.reason_code
+        )),
+        if dialog_state.approve {
+            radius_line(1, 0, app.edge_count() as u64)
+        } else {
+            Line::from(Span::styled("the price stays as it is", DIM))
+        },
+    ];
+    if dialog_state.applying {
+        lines.push(Line::from(format!("reason: {}", dialog_state.reason)));
+        lines.push(Line::from(Span::styled(
+            "sent; waiting for the server to acknowledge…",
+            DIM,
+        )));
+    } else if dialog_state.confirming {
+        lines.push(Line::from(format!("reason: {}", dialog_state.reason)));
+        lines.push(Line::default());
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!(" y: {verb} "),
+                Style::new().fg(Color::Black).bg(DANGER).bold(),
+            ),
+            Span::raw("   n / Esc: cancel"),
+        ]));
+    } else {
+        lines.push(input_line("reason", &dialog_state.reason, true));
+        lines.push(Line::from(Span::styled("Enter next · Esc cancel", DIM)));
+    }
+    if let Some(error) = &dialog_state.error {
+        lines.push(Line::from(Span::styled(
+            format!("✖ {error}"),
+            Style::new().fg(DANGER).bold(),
+        )));
+    }
+    let area = centered(frame.area(), 70, lines.len() as u16 + 2);
+    frame.render_widget(Clear, area);
+    let block = dialog(format!("{verb} the price of {}", target.sku), true);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);

@@ -141,6 +141,7 @@ fn healthy(method: &str, path: &str) -> (u16, String) {
         ("GET", "/v1/admin/metrics") => json(&metrics(7)),
         ("GET", "/v1/admin/alerts") | ("GET", "/v1/admin/promotions") => (200, "[]".to_owned()),
         ("GET", "/v1/admin/overrides") | ("GET", "/v1/admin/audit") => (200, "[]".to_owned()),
+        ("GET", "/v1/admin/approvals") => (200, "[]".to_owned()),
         ("GET", "/v1/admin/kill-switches") => json(&KillSwitches::default()),
         ("GET", "/v1/admin/skus") => json(&SkuPage {
             total: 1,

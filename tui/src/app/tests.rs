@@ -680,3 +680,62 @@ fn status_messages_expire_but_errors_stay() {
     });
     assert_eq!(app.current_status().unwrap().level, Level::Error);
 }
+
+#[test]
+fn a_suggestion_is_approved_with_a_reason_and_leaves_the_list_once_acknowledged() {
+    let mut app = app();
+    char(&mut app, '6');
+    assert_eq!(app.tab, Tab::Approvals);
+    key(&mut app, KeyCode::Down);
+    char(&mut app, 'a');
+    let Some(Modal::Decide(dialog)) = &app.modal else {
+        panic!("expected the approval dialog, got {:?}", app.modal);
+    };
+    assert_eq!(dialog.target.sku, "SKU-0002048");
+    assert!(dialog.approve);
+    type_text(&mut app, "checked competitor");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        char(&mut app, 'y'),
+        Some(Command::Decide {
+            sku: "SKU-0002048".to_owned(),
+            request: edgeprice_schemas::admin::ApprovalRequest {
+                approve: true,
+                reason: "checked competitor".to_owned()
+            }
+        })
+    );
+    assert_eq!(app.approvals.len(), 2, "still listed until acknowledged");
+    app.update(Message::Decided {
+        sku: "SKU-0002048".to_owned(),
+        result: Ok(serde_json::json!({
+            "final_price_minor": 79_900,
+            "inputs": {"currency": "EUR"}
+        })),
+    });
+    assert_eq!(app.modal, None);
+    assert_eq!(app.approvals.len(), 1);
+    assert_eq!(
+        app.current_status().unwrap().text,
+        "approved the suggestion for SKU-0002048: price now 799.00 EUR"
+    );
+    // Rejecting takes the same path with approve = false.
+    char(&mut app, 'x');
+    let Some(Modal::Decide(dialog)) = &app.modal else {
+        panic!("expected the reject dialog");
+    };
+    assert!(!dialog.approve);
+}
+
+#[test]
+fn a_promotion_missing_from_the_list_can_be_switched_off_by_id() {
+    let mut app = app();
+    palette(&mut app, "promotion-off flash-1795449419787");
+    assert_eq!(
+        dialog(&app).switch,
+        Switch::Promotion {
+            id: "flash-1795449419787".to_owned()
+        }
+    );
+    assert!(dialog(&app).engage);
+}

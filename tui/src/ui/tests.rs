@@ -218,7 +218,7 @@ fn override_form_and_its_confirmation() {
     press(&mut app, KeyCode::Enter);
     let frame = screen(&app, SMALL);
     assert!(
-        frame.contains("blast radius: 1 SKUs · 0 promotions · 2 edges"),
+        frame.contains("blast radius: 1 SKU · 0 promotions · 2 edges"),
         "{frame}"
     );
     assert!(frame.contains("every store / every channel"), "{frame}");
@@ -296,4 +296,24 @@ fn frozen_view_says_so() {
     app.update(Message::Polled(Box::new(fixtures::poll(61, Role::Admin))));
     let frame = screen(&app, SMALL);
     assert!(frame.contains("FROZEN (1 held)"), "{frame}");
+}
+
+#[test]
+fn approvals_and_their_dialog() {
+    let mut app = app();
+    press(&mut app, KeyCode::Char('6'));
+    let frame = screen(&app, SMALL);
+    assert!(frame.contains("6 Approvals (2)"), "{frame}");
+    assert!(frame.contains("+38.3%"), "{frame}");
+    insta::assert_snapshot!("approvals_80x24", draw(&app, SMALL));
+    press(&mut app, KeyCode::Char('a'));
+    type_text(&mut app, "cost confirmed by vendor");
+    press(&mut app, KeyCode::Enter);
+    let frame = screen(&app, LARGE);
+    assert!(
+        frame.contains("approve the price of SKU-0000311"),
+        "{frame}"
+    );
+    assert!(frame.contains("5.20 EUR → 7.19 EUR"), "{frame}");
+    insta::assert_snapshot!("approve_confirm_160x48", draw(&app, LARGE));
 }
