@@ -97,8 +97,12 @@ fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut stream = TcpStream::connect(addr)
+        .map_err(|e| eprintln!("{method} {path}: connect: {e}"))
+        .ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .ok()?;
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
     if let Some(token) = token {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));
@@ -110,7 +114,10 @@ fn http(
     ));
     stream.write_all(request.as_bytes()).ok()?;
     let mut raw = String::new();
-    stream.read_to_string(&mut raw).ok()?;
+    stream
+        .read_to_string(&mut raw)
+        .map_err(|e| eprintln!("{method} {path}: read: {e}"))
+        .ok()?;
     let status = raw.split(' ').nth(1)?.parse().ok()?;
     let body = raw.split_once("\r\n\r\n")?.1.to_owned();
     Some((status, body))
@@ -274,13 +281,13 @@ fn a_kill_switch_flipped_in_the_console_changes_prices_at_the_edge() {
         "rule": {"type": "percent_off", "basis_points": 200},
         "target": {"type": "skus", "skus": skus},
     });
-    let (status, body) = up
-        .admin(
+    let (status, body) = eventually("the control plane to take the promotion", || {
+        up.admin(
             "PUT",
             &format!("/v1/admin/promotions/{PROMOTION}?reason=console%20test"),
             Some(&definition),
         )
-        .expect("control plane reachable");
+    });
     assert_eq!(status, 200, "{body}");
     let sku = &skus[0];
     let promoted = eventually("the promotion at the edge", || {

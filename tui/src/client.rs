@@ -65,12 +65,27 @@ impl Default for SkuQuery {
     }
 }
 
+/// How long a mutation may take: the control plane applies it on its pipeline thread,
+/// which can be busy for many seconds (a demo's initial catalog).
+pub const MUTATION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The admin API at one base URL with one bearer token.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
     base: String,
     authorization: String,
     agent: ureq::Agent,
+}
+
+/// A mutation that got no answer may still have been applied: say so rather than
+/// claim it failed.
+fn unanswered(error: ApiError) -> ApiError {
+    match error {
+        ApiError::Transport(cause) => ApiError::Transport(format!(
+            "{cause}; no answer, so it may still take effect: the panels show the server's state"
+        )),
+        other => other,
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -162,10 +177,12 @@ impl AdminClient {
 
     pub fn kill_switch(&self, request: &KillSwitchRequest) -> Result<KillSwitchOutcome, ApiError> {
         self.post("/v1/admin/kill-switches", request)
+            .map_err(unanswered)
     }
 
     pub fn create_override(&self, request: &OverrideRequest) -> Result<Override, ApiError> {
         self.post("/v1/admin/overrides", request)
+            .map_err(unanswered)
     }
 
     pub fn remove_override(&self, id: u64, reason: &str) -> Result<Override, ApiError> {
@@ -173,10 +190,13 @@ impl AdminClient {
         let response = self
             .agent
             .delete(&url)
+            .config()
+            .timeout_global(Some(MUTATION_TIMEOUT))
+            .build()
             .header("Authorization", &self.authorization)
             .query("reason", reason)
             .call();
-        answer(response)
+        answer(response).map_err(unanswered)
     }
 
     fn get<T: DeserializeOwned>(
@@ -201,6 +221,9 @@ impl AdminClient {
         let response = self
             .agent
             .post(&url)
+            .config()
+            .timeout_global(Some(MUTATION_TIMEOUT))
+            .build()
             .header("Authorization", &self.authorization)
             .header("Content-Type", "application/json")
             .send(&body[..]);
