@@ -652,3 +652,52 @@ mod tests {
         }
     }
 }
+
+/// The key map as Markdown, one table row per binding (the README's key map).
+pub fn markdown() -> String {
+    let mut out = String::from("| where | keys | command | does |\n|---|---|---|---|\n");
+    for (scope, keys, command, help) in help_lines(false) {
+        let mutating = KEYMAP
+            .iter()
+            .any(|b| b.help == help && b.scope == scope && b.mutating);
+        let keys = if keys.is_empty() {
+            String::new()
+        } else {
+            format!("`{}`", keys.replace(' ', "` `"))
+        };
+        let command = if command.is_empty() {
+            String::new()
+        } else {
+            format!("`{command}`")
+        };
+        out.push_str(&format!(
+            "| {} | {keys} | {command} | {help}{} |\n",
+            scope.title(),
+            if mutating {
+                " (not with --read-only)"
+            } else {
+                ""
+            }
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod readme {
+    /// The README's key map is this key map: regenerate it with
+    /// `EDGEPRICE_PRINT_KEYMAP=1 cargo test -p edgeprice-tui readme -- --nocapture`.
+    #[test]
+    fn the_readme_shows_the_key_map() {
+        let table = super::markdown();
+        if std::env::var_os("EDGEPRICE_PRINT_KEYMAP").is_some() {
+            println!("{table}");
+        }
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .expect("README.md at the workspace root");
+        assert!(
+            readme.contains(&table),
+            "README.md's key map differs from the key map; regenerate it (see this test's doc)"
+        );
+    }
+}

@@ -176,8 +176,11 @@ fn waiting(app: &App) -> Paragraph<'static> {
 // ---------------------------------------------------------------- dashboard
 
 fn render_dashboard(app: &App, frame: &mut Frame, area: Rect) {
-    let tall = area.height >= 36;
-    let row_height: u16 = if tall { 3 } else { 1 };
+    let row_height: u16 = match area.height {
+        0..=25 => 1,
+        26..=39 => 2,
+        _ => 3,
+    };
     let live_height = 7 * row_height + 2;
     let [top, bottom] =
         Layout::vertical([Constraint::Length(live_height), Constraint::Min(0)]).areas(area);
@@ -200,7 +203,12 @@ fn render_dashboard(app: &App, frame: &mut Frame, area: Rect) {
     match &app.metrics {
         None => frame.render_widget(waiting(app), inner),
         Some(metrics) => frame.render_widget(
-            Paragraph::new(system_lines(metrics, tall)).wrap(Wrap { trim: false }),
+            Paragraph::new(system_lines(
+                metrics,
+                inner.height as usize,
+                inner.width as usize,
+            ))
+            .wrap(Wrap { trim: false }),
             inner,
         ),
     }
@@ -266,7 +274,7 @@ fn render_live_rows(app: &App, metrics: &Metrics, frame: &mut Frame, area: Rect,
             "revenue/min",
             &history.revenue,
             if revenue.is_empty() {
-                format!("0 {currency}")
+                format!("0 {currency}").trim_end().to_owned()
             } else {
                 revenue
             },
@@ -315,7 +323,9 @@ fn render_live_rows(app: &App, metrics: &Metrics, frame: &mut Frame, area: Rect,
     }
 }
 
-fn system_lines(metrics: &Metrics, tall: bool) -> Vec<Line<'static>> {
+/// The checkout, pipeline and edge reading: the essentials, then as much detail as
+/// `room` lines of `width` columns hold.
+fn system_lines(metrics: &Metrics, room: usize, width: usize) -> Vec<Line<'static>> {
     let checkout = &metrics.checkout;
     let pipeline = &metrics.pipeline;
     let label = |text: &str| Span::styled(format!("{text} "), DIM);
@@ -363,16 +373,6 @@ fn system_lines(metrics: &Metrics, tall: bool) -> Vec<Line<'static>> {
         label("  version"),
         Span::raw(format::thousands(pipeline.version)),
     ]));
-    if tall {
-        lines.push(Line::from(vec![
-            label("events"),
-            Span::raw(format::rate(pipeline.events_per_s)),
-            label("  decisions"),
-            Span::raw(format::thousands(pipeline.decisions_total)),
-            label("  backlog"),
-            Span::raw(format::thousands(pipeline.backlog)),
-        ]));
-    }
     let switches = metrics.kill_switches_active;
     lines.push(Line::from(vec![
         label("switches"),
@@ -399,55 +399,97 @@ fn system_lines(metrics: &Metrics, tall: bool) -> Vec<Line<'static>> {
             },
         ),
     ]));
-    if tall {
-        lines.push(Line::from(vec![
-            label("dead letters"),
-            Span::raw(format::thousands(pipeline.dead_letters_total)),
-        ]));
-        for edge in &metrics.edges {
-            lines.push(Line::from(vec![
-                Span::raw(format!("  {} ", edge.name)),
-                Span::styled(
-                    if edge.reachable { "up" } else { "DOWN" },
-                    Style::new().fg(if edge.reachable { GOOD } else { DANGER }),
-                ),
-            ]));
-            lines.push(Line::from(vec![Span::styled(
-                format!(
-                    "    v{}  age {}  {}  p50 {}  p99 {}",
-                    edge.snapshot_version,
-                    format::span(edge.snapshot_age_ms),
-                    format::rate(edge.requests_per_s),
-                    format::micros(edge.p50_us),
-                    format::micros(edge.p99_us)
-                ),
-                DIM,
-            )]));
-        }
-        if !pipeline.stage_p99_us.is_empty() {
-            lines.push(Line::from(label("stage p99")));
-            let stages = pipeline
+    let mut extras: Vec<Vec<Line<'static>>> = vec![vec![Line::from(vec![
+        label("events"),
+        Span::raw(format::rate(pipeline.events_per_s)),
+        label("  decisions"),
+        Span::raw(format::thousands(pipeline.decisions_total)),
+        label("  backlog"),
+        Span::raw(format::thousands(pipeline.backlog)),
+    ])]];
+    if !pipeline.stage_p99_us.is_empty() {
+        let mut block = vec![Line::from(label("stage p99"))];
+        block.extend(flow(
+            pipeline
                 .stage_p99_us
                 .iter()
-                .map(|(stage, us)| format!("{stage} {}", format::micros(*us)))
-                .collect::<Vec<_>>()
-                .join(" · ");
-            lines.push(Line::from(Span::raw(format!("  {stages}"))));
-        }
-        if !pipeline.feed_lag_ms.is_empty() {
-            lines.push(Line::from(label("feed lag")));
-            let feeds = pipeline
+                .map(|(stage, us)| format!("{stage} {}", format::micros(*us))),
+            width,
+        ));
+        extras.push(block);
+    }
+    if !pipeline.feed_lag_ms.is_empty() {
+        let mut block = vec![Line::from(label("feed lag"))];
+        block.extend(flow(
+            pipeline
                 .feed_lag_ms
                 .iter()
-                .map(|(feed, ms)| format!("{feed} {}", format::span(*ms)))
-                .collect::<Vec<_>>()
-                .join(" · ");
-            lines.push(Line::from(Span::raw(format!("  {feeds}"))));
+                .map(|(feed, ms)| format!("{feed} {}", format::span(*ms))),
+            width,
+        ));
+        extras.push(block);
+    }
+    extras.push(vec![Line::from(vec![
+        label("dead letters"),
+        Span::raw(format::thousands(pipeline.dead_letters_total)),
+    ])]);
+    for edge in &metrics.edges {
+        let mut block = vec![Line::from(vec![
+            Span::raw(format!("  {} ", edge.name)),
+            Span::styled(
+                if edge.reachable { "up" } else { "DOWN" },
+                Style::new().fg(if edge.reachable { GOOD } else { DANGER }),
+            ),
+        ])];
+        block.extend(flow(
+            [
+                format!("v{}", edge.snapshot_version),
+                format!("age {}", format::span(edge.snapshot_age_ms)),
+                format::rate(edge.requests_per_s),
+                format!("p50 {}", format::micros(edge.p50_us)),
+                format!("p99 {}", format::micros(edge.p99_us)),
+            ]
+            .into_iter(),
+            width,
+        ));
+        extras.push(block);
+    }
+    extras.push(vec![Line::from(vec![
+        label("read at"),
+        Span::raw(format!("{} UTC", format::clock(metrics.at_ms))),
+    ])]);
+    for block in extras {
+        if lines.len() + block.len() > room {
+            break;
         }
-        lines.push(Line::from(vec![
-            label("read at"),
-            Span::raw(format!("{} UTC", format::clock(metrics.at_ms))),
-        ]));
+        lines.extend(block);
+    }
+    lines
+}
+
+/// Items joined by ` · ` into indented lines no wider than `width`.
+fn flow(items: impl Iterator<Item = String>, width: usize) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    let mut current = String::from("  ");
+    for item in items {
+        let needed = if current.trim().is_empty() {
+            item.chars().count()
+        } else {
+            item.chars().count() + 3
+        };
+        if current.chars().count() + needed > width && !current.trim().is_empty() {
+            lines.push(Line::from(std::mem::replace(
+                &mut current,
+                String::from("  "),
+            )));
+        }
+        if !current.trim().is_empty() {
+            current.push_str(" · ");
+        }
+        current.push_str(&item);
+    }
+    if !current.trim().is_empty() {
+        lines.push(Line::from(current));
     }
     lines
 }
