@@ -1250,6 +1250,20 @@ fn render_approvals(app: &App, frame: &mut Frame, area: Rect) {
 
 // ---------------------------------------------------------------- dialogs
 
+/// Rows `lines` take in a dialog `width` wide (border included) once wrapped.
+fn wrapped_height(lines: &[Line<'_>], width: u16) -> u16 {
+    let inner = width.saturating_sub(2).max(1) as usize;
+    // Word wrapping leaves rows short; assume up to 8 columns lost per row.
+    let rows: usize = lines
+        .iter()
+        .map(|l| match l.width() {
+            w if w <= inner => 1,
+            w => w.div_ceil(inner.saturating_sub(8).max(1)),
+        })
+        .sum();
+    rows as u16 + 2
+}
+
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let [row] = Layout::vertical([Constraint::Length(height.min(area.height))])
         .flex(Flex::Center)
@@ -1449,7 +1463,7 @@ fn render_switch_dialog(frame: &mut Frame, dialog_state: &app::SwitchDialog) {
             lines.push(hint("Enter try again · Esc close"));
         }
     }
-    let area = centered(frame.area(), 70, lines.len() as u16 + 2);
+    let area = centered(frame.area(), 70, wrapped_height(&lines, 70));
     frame.render_widget(Clear, area);
     let block = dialog(dialog_state.title(), true);
     let inner = block.inner(area);
@@ -1559,7 +1573,7 @@ fn render_override_form(app: &App, frame: &mut Frame, form: &app::OverrideForm) 
             }
         }
     }
-    let area = centered(frame.area(), 74, lines.len() as u16 + 2);
+    let area = centered(frame.area(), 74, wrapped_height(&lines, 74));
     frame.render_widget(Clear, area);
     let block = dialog(format!("override the price of {}", form.sku), true);
     let inner = block.inner(area);
@@ -1603,7 +1617,7 @@ fn render_end_override(app: &App, frame: &mut Frame, dialog_state: &app::EndOver
             Style::new().fg(DANGER).bold(),
         )));
     }
-    let area = centered(frame.area(), 70, lines.len() as u16 + 2);
+    let area = centered(frame.area(), 70, wrapped_height(&lines, 70));
     frame.render_widget(Clear, area);
     let block = dialog(
         format!("end override #{} on {}", target.id, target.sku),
@@ -1660,7 +1674,7 @@ fn render_decide(app: &App, frame: &mut Frame, dialog_state: &app::DecideDialog)
             Style::new().fg(DANGER).bold(),
         )));
     }
-    let area = centered(frame.area(), 70, lines.len() as u16 + 2);
+    let area = centered(frame.area(), 70, wrapped_height(&lines, 70));
     frame.render_widget(Clear, area);
     let block = dialog(format!("{verb} the price of {}", target.sku), true);
     let inner = block.inner(area);

@@ -317,3 +317,15 @@ fn approvals_and_their_dialog() {
     assert!(frame.contains("5.20 EUR → 7.19 EUR"), "{frame}");
     insta::assert_snapshot!("approve_confirm_160x48", draw(&app, LARGE));
 }
+
+#[test]
+fn a_dialog_grows_with_wrapped_lines_and_keeps_its_keys_visible() {
+    let mut app = app();
+    press(&mut app, KeyCode::Char('4'));
+    press(&mut app, KeyCode::Char('d'));
+    type_text(&mut app, "done checking");
+    press(&mut app, KeyCode::Enter);
+    let frame = screen(&app, SMALL);
+    assert!(frame.contains("y: end it"), "{frame}");
+    assert!(frame.contains("the pipeline's price comes"), "{frame}");
+}
