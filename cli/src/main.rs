@@ -78,6 +78,9 @@ struct TuiArgs {
     /// Poll interval in milliseconds (250..60000; `+`/`-` change it while running).
     #[arg(long, default_value_t = 1_000)]
     refresh_ms: u64,
+    /// Colours: dark, light or mono [default: dark, or mono when NO_COLOR is set].
+    #[arg(long, env = "EDGEPRICE_THEME")]
+    theme: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,11 +167,21 @@ fn tui(args: TuiArgs) -> anyhow::Result<()> {
             .to_owned(),
         (None, None) => anyhow::bail!("give --token or --token-file"),
     };
+    let theme = match args.theme.as_deref() {
+        Some(name) => edgeprice_tui::ui::Theme::named(name)
+            .with_context(|| format!("unknown theme {name:?}: dark, light or mono"))?,
+        // https://no-color.org: any non-empty value.
+        None if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) => {
+            edgeprice_tui::ui::Theme::MONO
+        }
+        None => edgeprice_tui::ui::Theme::DARK,
+    };
     edgeprice_tui::run(edgeprice_tui::Options {
         url: args.url,
         token,
         read_only: args.read_only,
         refresh_ms: args.refresh_ms,
+        theme,
     })
 }
 

@@ -40,6 +40,8 @@ pub struct Options {
     pub read_only: bool,
     /// Poll interval, ms.
     pub refresh_ms: u64,
+    /// Colours.
+    pub theme: ui::Theme,
 }
 
 /// How often the clock ticks (countdowns, status expiry) when nothing else happens.
@@ -59,6 +61,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     if !url.starts_with("http://") {
         anyhow::bail!("--url must be an http:// URL of the control plane, got {url:?}");
     }
+    ui::set_theme(options.theme);
     let mut app = App::new(&url, options.read_only, options.refresh_ms, now_ms());
     let (messages_tx, messages_rx) = mpsc::channel();
     let client = AdminClient::new(&url, &options.token, REQUEST_TIMEOUT);

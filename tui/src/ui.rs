@@ -16,11 +16,83 @@ use crate::app::{
 use crate::format;
 use crate::keymap;
 
-const ACCENT: Color = Color::Cyan;
-const DANGER: Color = Color::Red;
-const GOOD: Color = Color::Green;
-const WARN: Color = Color::Yellow;
-const DIM: Style = Style::new().fg(Color::DarkGray);
+/// Colours of the console; chosen once at start (`--theme`, `NO_COLOR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Theme {
+    pub accent: Color,
+    pub danger: Color,
+    pub good: Color,
+    pub warn: Color,
+    /// Secondary text.
+    pub dim: Style,
+    /// The selected row.
+    pub highlight: Style,
+    /// No colour at all: emphasis by bold and reverse video only.
+    pub mono: bool,
+}
+
+impl Theme {
+    /// For dark terminal backgrounds (the default).
+    pub const DARK: Theme = Theme {
+        accent: Color::Cyan,
+        danger: Color::Red,
+        good: Color::Green,
+        warn: Color::Yellow,
+        dim: Style::new().fg(Color::DarkGray),
+        highlight: Style::new().bg(Color::DarkGray),
+        mono: false,
+    };
+    /// For light terminal backgrounds.
+    pub const LIGHT: Theme = Theme {
+        accent: Color::Blue,
+        danger: Color::Red,
+        good: Color::Green,
+        warn: Color::Magenta,
+        dim: Style::new().fg(Color::DarkGray),
+        highlight: Style::new().bg(Color::Gray),
+        mono: false,
+    };
+    /// No colour (`NO_COLOR`, or terminals that render colour badly).
+    pub const MONO: Theme = Theme {
+        accent: Color::Reset,
+        danger: Color::Reset,
+        good: Color::Reset,
+        warn: Color::Reset,
+        dim: Style::new(),
+        highlight: Style::new().add_modifier(Modifier::REVERSED),
+        mono: true,
+    };
+
+    /// `dark`, `light` or `mono`.
+    pub fn named(name: &str) -> Option<Theme> {
+        match name {
+            "dark" => Some(Theme::DARK),
+            "light" => Some(Theme::LIGHT),
+            "mono" => Some(Theme::MONO),
+            _ => None,
+        }
+    }
+
+    /// A label set off by its background colour.
+    fn badge(&self, color: Color) -> Style {
+        if self.mono {
+            Style::new().add_modifier(Modifier::REVERSED)
+        } else {
+            Style::new().fg(Color::Black).bg(color)
+        }
+    }
+}
+
+static THEME: std::sync::OnceLock<Theme> = std::sync::OnceLock::new();
+
+/// Chooses the theme; only the first call counts (it is process-wide).
+pub fn set_theme(theme: Theme) {
+    let _ = THEME.set(theme);
+}
+
+fn theme() -> &'static Theme {
+    THEME.get_or_init(|| Theme::DARK)
+}
 
 /// Draws the whole screen.
 pub fn render(app: &App, frame: &mut Frame) {
@@ -57,7 +129,7 @@ pub fn render(app: &App, frame: &mut Frame) {
 fn render_header(app: &App, frame: &mut Frame, area: Rect) {
     let mut spans = vec![Span::styled(
         " edgeprice ",
-        Style::new().fg(Color::Black).bg(ACCENT).bold(),
+        theme().badge(theme().accent).bold(),
     )];
     for (i, tab) in Tab::ALL.iter().enumerate() {
         spans.push(Span::raw(" "));
@@ -66,7 +138,7 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
             text.push_str(&format!(" ({})", app.approvals.len()));
         }
         spans.push(if *tab == app.tab {
-            Span::styled(text, Style::new().fg(ACCENT).bold().reversed())
+            Span::styled(text, Style::new().fg(theme().accent).bold().reversed())
         } else {
             Span::raw(text)
         });
@@ -75,7 +147,8 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
     let used: usize = Tab::ALL.iter().map(|t| t.title().len() + 3).sum::<usize>() + 16;
     if (area.width as usize) > used + app.url.len() + 2 {
         frame.render_widget(
-            Paragraph::new(Span::styled(format!("{} ", app.url), DIM)).alignment(Alignment::Right),
+            Paragraph::new(Span::styled(format!("{} ", app.url), theme().dim))
+                .alignment(Alignment::Right),
             area,
         );
     }
@@ -84,8 +157,12 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
 fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
     let mut spans = Vec::new();
     match &app.connection {
-        Connection::Connecting => spans.push(Span::styled("◌ connecting…", Style::new().fg(WARN))),
-        Connection::Up { .. } => spans.push(Span::styled("● connected", Style::new().fg(GOOD))),
+        Connection::Connecting => {
+            spans.push(Span::styled("◌ connecting…", Style::new().fg(theme().warn)))
+        }
+        Connection::Up { .. } => {
+            spans.push(Span::styled("● connected", Style::new().fg(theme().good)))
+        }
         Connection::Down {
             error,
             attempt,
@@ -98,11 +175,11 @@ fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
                     attempt,
                     format::span(retry)
                 ),
-                Style::new().fg(DANGER).bold(),
+                Style::new().fg(theme().danger).bold(),
             ));
         }
     }
-    let sep = || Span::styled(" · ", DIM);
+    let sep = || Span::styled(" · ", theme().dim);
     if let Some(who) = &app.whoami {
         spans.push(sep());
         spans.push(Span::raw(format!("{} ({})", who.name, who.role)));
@@ -116,29 +193,32 @@ fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
         spans.push(sep());
         spans.push(Span::styled(
             format!("FROZEN ({} held)", app.held_back),
-            Style::new().fg(Color::Black).bg(WARN).bold(),
+            theme().badge(theme().warn).bold(),
         ));
     }
     if app.is_read_only() {
         spans.push(sep());
         spans.push(Span::styled(
             "READ-ONLY",
-            Style::new().fg(Color::Black).bg(ACCENT).bold(),
+            theme().badge(theme().accent).bold(),
         ));
     }
     match app.current_status() {
         Some(status) => {
             let color = match status.level {
-                Level::Info => ACCENT,
-                Level::Done => GOOD,
-                Level::Error => DANGER,
+                Level::Info => theme().accent,
+                Level::Done => theme().good,
+                Level::Error => theme().danger,
             };
-            spans.push(Span::styled(" │ ", DIM));
+            spans.push(Span::styled(" │ ", theme().dim));
             spans.push(Span::styled(status.text.clone(), Style::new().fg(color)));
         }
         None => {
-            spans.push(Span::styled(" │ ", DIM));
-            spans.push(Span::styled("? help  : commands  p freeze  q quit", DIM));
+            spans.push(Span::styled(" │ ", theme().dim));
+            spans.push(Span::styled(
+                "? help  : commands  p freeze  q quit",
+                theme().dim,
+            ));
         }
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -148,9 +228,9 @@ fn panel(title: &str) -> Block<'_> {
     Block::bordered()
         .title(Span::styled(
             format!(" {title} "),
-            Style::new().fg(ACCENT).bold(),
+            Style::new().fg(theme().accent).bold(),
         ))
-        .border_style(DIM)
+        .border_style(theme().dim)
 }
 
 /// A panel whose last fetch failed says so in its title.
@@ -159,7 +239,7 @@ fn panel_with_error<'a>(app: &App, title: &'a str, which: Panel) -> Block<'a> {
     match app.panel_errors.get(&which) {
         Some(error) => block.title(Span::styled(
             format!(" ✖ {error} "),
-            Style::new().fg(DANGER),
+            Style::new().fg(theme().danger),
         )),
         None => block,
     }
@@ -170,7 +250,7 @@ fn waiting(app: &App) -> Paragraph<'static> {
         Connection::Down { .. } => "no data: the control plane is unreachable",
         _ => "waiting for the first reading…",
     };
-    Paragraph::new(Span::styled(text, DIM))
+    Paragraph::new(Span::styled(text, theme().dim))
 }
 
 // ---------------------------------------------------------------- dashboard
@@ -220,7 +300,10 @@ fn render_dashboard(app: &App, frame: &mut Frame, area: Rect) {
         Some(metrics) if !metrics.margin_histogram.is_empty() => {
             render_margins(metrics, frame, inner)
         }
-        Some(_) => frame.render_widget(Paragraph::new(Span::styled("no margins yet", DIM)), inner),
+        Some(_) => frame.render_widget(
+            Paragraph::new(Span::styled("no margins yet", theme().dim)),
+            inner,
+        ),
         None => frame.render_widget(waiting(app), inner),
     }
 
@@ -246,28 +329,28 @@ fn render_live_rows(app: &App, metrics: &Metrics, frame: &mut Frame, area: Rect,
             "edge req/s",
             &history.edge_rps,
             format::rate(app::total_rps(metrics)),
-            ACCENT,
+            theme().accent,
         ),
         (
             "edge p99",
             &history.edge_p99_us,
             format::micros(app::worst_p99_us(metrics)),
-            ACCENT,
+            theme().accent,
         ),
         (
             "decisions/s",
             &history.decisions,
             format::rate(metrics.pipeline.decisions_per_s),
-            ACCENT,
+            theme().accent,
         ),
         (
             "feed lag",
             &history.feed_lag_ms,
             format::span(app::worst_feed_lag_ms(metrics)),
             if app::worst_feed_lag_ms(metrics) > 60_000 {
-                WARN
+                theme().warn
             } else {
-                ACCENT
+                theme().accent
             },
         ),
         (
@@ -278,19 +361,23 @@ fn render_live_rows(app: &App, metrics: &Metrics, frame: &mut Frame, area: Rect,
             } else {
                 revenue
             },
-            GOOD,
+            theme().good,
         ),
         (
             "oversell",
             &history.oversell,
             format::thousands(oversell),
-            if oversell > 0 { DANGER } else { GOOD },
+            if oversell > 0 {
+                theme().danger
+            } else {
+                theme().good
+            },
         ),
         (
             "backlog",
             &history.backlog,
             format::thousands(metrics.pipeline.backlog),
-            ACCENT,
+            theme().accent,
         ),
     ];
     let areas = Layout::vertical(vec![Constraint::Length(height); rows.len()]).split(area);
@@ -328,20 +415,24 @@ fn render_live_rows(app: &App, metrics: &Metrics, frame: &mut Frame, area: Rect,
 fn system_lines(metrics: &Metrics, room: usize, width: usize) -> Vec<Line<'static>> {
     let checkout = &metrics.checkout;
     let pipeline = &metrics.pipeline;
-    let label = |text: &str| Span::styled(format!("{text} "), DIM);
+    let label = |text: &str| Span::styled(format!("{text} "), theme().dim);
     let mut lines = vec![
         Line::from(vec![
             label("checkout"),
             if checkout.open {
-                Span::styled("OPEN", Style::new().fg(GOOD).bold())
+                Span::styled("OPEN", Style::new().fg(theme().good).bold())
             } else {
-                Span::styled("CLOSED", Style::new().fg(DANGER).bold())
+                Span::styled("CLOSED", Style::new().fg(theme().danger).bold())
             },
             label("  oversell"),
             Span::styled(
                 format::thousands(checkout.oversell),
                 Style::new()
-                    .fg(if checkout.oversell > 0 { DANGER } else { GOOD })
+                    .fg(if checkout.oversell > 0 {
+                        theme().danger
+                    } else {
+                        theme().good
+                    })
                     .bold(),
             ),
         ]),
@@ -366,9 +457,9 @@ fn system_lines(metrics: &Metrics, room: usize, width: usize) -> Vec<Line<'stati
     lines.push(Line::from(vec![
         label("pipeline"),
         if pipeline.paused {
-            Span::styled("PAUSED", Style::new().fg(DANGER).bold())
+            Span::styled("PAUSED", Style::new().fg(theme().danger).bold())
         } else {
-            Span::styled("RUNNING", Style::new().fg(GOOD).bold())
+            Span::styled("RUNNING", Style::new().fg(theme().good).bold())
         },
         label("  version"),
         Span::raw(format::thousands(pipeline.version)),
@@ -379,9 +470,9 @@ fn system_lines(metrics: &Metrics, room: usize, width: usize) -> Vec<Line<'stati
         Span::styled(
             format!("{switches} engaged"),
             if switches > 0 {
-                Style::new().fg(DANGER).bold()
+                Style::new().fg(theme().danger).bold()
             } else {
-                Style::new().fg(GOOD)
+                Style::new().fg(theme().good)
             },
         ),
         label("  alerts/h"),
@@ -393,9 +484,9 @@ fn system_lines(metrics: &Metrics, room: usize, width: usize) -> Vec<Line<'stati
         Span::styled(
             format!("{reachable}/{} reachable", metrics.edges.len()),
             if reachable < metrics.edges.len() {
-                Style::new().fg(DANGER).bold()
+                Style::new().fg(theme().danger).bold()
             } else {
-                Style::new().fg(GOOD)
+                Style::new().fg(theme().good)
             },
         ),
     ]));
@@ -438,7 +529,11 @@ fn system_lines(metrics: &Metrics, room: usize, width: usize) -> Vec<Line<'stati
             Span::raw(format!("  {} ", edge.name)),
             Span::styled(
                 if edge.reachable { "up" } else { "DOWN" },
-                Style::new().fg(if edge.reachable { GOOD } else { DANGER }),
+                Style::new().fg(if edge.reachable {
+                    theme().good
+                } else {
+                    theme().danger
+                }),
             ),
         ])];
         block.extend(flow(
@@ -515,11 +610,11 @@ fn render_margins(metrics: &Metrics, frame: &mut Frame, area: Rect) {
         .iter()
         .map(|(lo, hi, skus)| {
             let color = if *hi <= 0 {
-                DANGER
+                theme().danger
             } else if *lo < 1_000 {
-                WARN
+                theme().warn
             } else {
-                GOOD
+                theme().good
             };
             Line::from(vec![
                 Span::styled(
@@ -581,7 +676,10 @@ fn render_alert_list(app: &App, frame: &mut Frame, area: Rect) {
         if app.metrics.is_none() {
             frame.render_widget(waiting(app), inner);
         } else {
-            frame.render_widget(Paragraph::new(Span::styled("no alerts", DIM)), inner);
+            frame.render_widget(
+                Paragraph::new(Span::styled("no alerts", theme().dim)),
+                inner,
+            );
         }
         return;
     }
@@ -590,7 +688,7 @@ fn render_alert_list(app: &App, frame: &mut Frame, area: Rect) {
     let mut lines: Vec<Line<'_>> = Vec::new();
     for alert in &app.alerts {
         let head = vec![
-            Span::styled(format!("{} ", format::clock(alert.at_ms)), DIM),
+            Span::styled(format!("{} ", format::clock(alert.at_ms)), theme().dim),
             Span::styled(format!("{} ", alert.kind), alert_style(&alert.kind)),
         ];
         let sku = match &alert.sku {
@@ -613,9 +711,11 @@ fn render_alert_list(app: &App, frame: &mut Frame, area: Rect) {
 
 fn alert_style(kind: &str) -> Style {
     match kind {
-        "inventory_exhausted" | "guardrail_conflict" | "oversell" => Style::new().fg(DANGER),
-        "override_expired" => DIM,
-        _ => Style::new().fg(WARN),
+        "inventory_exhausted" | "guardrail_conflict" | "oversell" => {
+            Style::new().fg(theme().danger)
+        }
+        "override_expired" => theme().dim,
+        _ => Style::new().fg(theme().warn),
     }
 }
 
@@ -626,19 +726,19 @@ fn render_skus(app: &App, frame: &mut Frame, area: Rect) {
         Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
     let table = &app.skus;
     let query = &table.query;
-    let mut spans = vec![Span::styled("filter ", DIM)];
+    let mut spans = vec![Span::styled("filter ", theme().dim)];
     match &table.editing_filter {
         Some(text) => {
             spans.push(Span::styled(
                 format!("{text}_"),
-                Style::new().fg(Color::Black).bg(ACCENT),
+                theme().badge(theme().accent),
             ));
-            spans.push(Span::styled("  Enter apply · Esc cancel", DIM));
+            spans.push(Span::styled("  Enter apply · Esc cancel", theme().dim));
         }
-        None if query.q.is_empty() => spans.push(Span::styled("(none: / to filter)", DIM)),
+        None if query.q.is_empty() => spans.push(Span::styled("(none: / to filter)", theme().dim)),
         None => spans.push(Span::styled(
             query.q.clone(),
-            Style::new().fg(ACCENT).bold(),
+            Style::new().fg(theme().accent).bold(),
         )),
     }
     if let Some(page) = &table.page {
@@ -654,7 +754,7 @@ fn render_skus(app: &App, frame: &mut Frame, area: Rect) {
                 format::thousands(page.offset + page.skus.len() as u64),
                 format::thousands(page.total)
             ),
-            DIM,
+            theme().dim,
         ));
     }
     frame.render_widget(Line::from(spans), bar);
@@ -662,7 +762,7 @@ fn render_skus(app: &App, frame: &mut Frame, area: Rect) {
     let block = match &table.error {
         Some(error) => panel("SKUs").title(Span::styled(
             format!(" ✖ {error} "),
-            Style::new().fg(DANGER),
+            Style::new().fg(theme().danger),
         )),
         None => panel("SKUs"),
     };
@@ -674,14 +774,14 @@ fn render_skus(app: &App, frame: &mut Frame, area: Rect) {
         } else {
             "loading…"
         };
-        frame.render_widget(Paragraph::new(Span::styled(text, DIM)), inner);
+        frame.render_widget(Paragraph::new(Span::styled(text, theme().dim)), inner);
         return;
     };
     let wide = area.width >= 120;
     let arrow = if query.desc { "▼" } else { "▲" };
     let heading = |name: &str, sort: Option<&str>| {
         if sort == Some(query.sort.as_str()) {
-            Cell::from(format!("{name} {arrow}")).style(Style::new().fg(ACCENT).bold())
+            Cell::from(format!("{name} {arrow}")).style(Style::new().fg(theme().accent).bold())
         } else {
             Cell::from(name.to_owned()).style(Style::new().bold())
         }
@@ -735,9 +835,11 @@ fn render_skus(app: &App, frame: &mut Frame, area: Rect) {
         " Enter detail · o override · f freeze · s sort "
     };
     let widget = Table::new(rows, widths)
-        .header(Row::new(header).style(Style::new().fg(Color::White)))
-        .block(block.title_bottom(Line::from(Span::styled(title_hint, DIM)).right_aligned()))
-        .row_highlight_style(Style::new().bg(Color::DarkGray).bold())
+        .header(Row::new(header).style(Style::new().bold()))
+        .block(
+            block.title_bottom(Line::from(Span::styled(title_hint, theme().dim)).right_aligned()),
+        )
+        .row_highlight_style(theme().highlight.bold())
         .highlight_symbol("›");
     let mut state = TableState::default().with_selected(Some(table.selected));
     frame.render_stateful_widget(widget, table_area, &mut state);
@@ -751,8 +853,8 @@ fn sku_row<'a>(app: &App, row: &'a SkuRow, wide: bool) -> Row<'a> {
     }
     cells.push(Cell::from(money(row.price_minor)));
     cells.push(match row.promo_price_minor {
-        Some(promo) => Cell::from(money(promo)).style(Style::new().fg(GOOD)),
-        None => Cell::from("—").style(DIM),
+        Some(promo) => Cell::from(money(promo)).style(Style::new().fg(theme().good)),
+        None => Cell::from("—").style(theme().dim),
     });
     if wide {
         cells.push(Cell::from(money(row.list_minor)));
@@ -762,11 +864,11 @@ fn sku_row<'a>(app: &App, row: &'a SkuRow, wide: bool) -> Row<'a> {
     ));
     cells.push(match row.margin_bp {
         Some(bp) => Cell::from(format::percent_bp(bp)).style(if bp < 0 {
-            Style::new().fg(DANGER)
+            Style::new().fg(theme().danger)
         } else {
             Style::new()
         }),
-        None => Cell::from("—").style(DIM),
+        None => Cell::from("—").style(theme().dim),
     });
     cells.push(Cell::from(
         row.on_hand
@@ -783,13 +885,13 @@ fn sku_row<'a>(app: &App, row: &'a SkuRow, wide: bool) -> Row<'a> {
 fn flags(row: &SkuRow) -> Vec<Span<'static>> {
     let mut spans = Vec::new();
     if row.frozen {
-        spans.push(Span::styled("F", Style::new().fg(Color::Blue).bold()));
+        spans.push(Span::styled("F", Style::new().fg(theme().accent).bold()));
     }
     if row.overridden {
-        spans.push(Span::styled("O", Style::new().fg(WARN).bold()));
+        spans.push(Span::styled("O", Style::new().fg(theme().warn).bold()));
     }
     if row.needs_review {
-        spans.push(Span::styled("R", Style::new().fg(DANGER).bold()));
+        spans.push(Span::styled("R", Style::new().fg(theme().danger).bold()));
     }
     spans
 }
@@ -809,25 +911,25 @@ fn render_detail(app: &App, frame: &mut Frame, area: Rect) {
             } else {
                 " Esc back · o override · f freeze · ↑↓ scroll "
             },
-            DIM,
+            theme().dim,
         ))
         .right_aligned(),
     );
     if let Some(error) = &detail.error {
         block = block.title(Span::styled(
             format!(" ✖ {error} "),
-            Style::new().fg(DANGER),
+            Style::new().fg(theme().danger),
         ));
     }
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let Some(data) = &detail.data else {
-        frame.render_widget(Paragraph::new(Span::styled("loading…", DIM)), inner);
+        frame.render_widget(Paragraph::new(Span::styled("loading…", theme().dim)), inner);
         return;
     };
     let row = &data.row;
     let money = |minor: i64| format::money(minor, &row.currency);
-    let label = |text: &str| Span::styled(format!("{text} "), DIM);
+    let label = |text: &str| Span::styled(format!("{text} "), theme().dim);
     let yes_no = |flag: bool| if flag { "yes" } else { "no" };
     let mut lines = vec![
         Line::from(vec![
@@ -840,7 +942,7 @@ fn render_detail(app: &App, frame: &mut Frame, area: Rect) {
                 row.promo_price_minor
                     .map(money)
                     .unwrap_or_else(|| "—".into()),
-                Style::new().fg(GOOD),
+                Style::new().fg(theme().good),
             ),
         ]),
         Line::from(vec![
@@ -874,11 +976,14 @@ fn render_detail(app: &App, frame: &mut Frame, area: Rect) {
         Line::default(),
         Line::from(Span::styled(
             "Why this price",
-            Style::new().fg(ACCENT).bold(),
+            Style::new().fg(theme().accent).bold(),
         )),
     ];
     if data.explanation.is_empty() {
-        lines.push(Line::from(Span::styled("  no decision recorded yet", DIM)));
+        lines.push(Line::from(Span::styled(
+            "  no decision recorded yet",
+            theme().dim,
+        )));
     }
     for reason in &data.explanation {
         lines.push(Line::from(format!("  • {reason}")));
@@ -886,10 +991,10 @@ fn render_detail(app: &App, frame: &mut Frame, area: Rect) {
     lines.push(Line::default());
     lines.push(Line::from(Span::styled(
         "Overrides",
-        Style::new().fg(ACCENT).bold(),
+        Style::new().fg(theme().accent).bold(),
     )));
     if data.overrides.is_empty() {
-        lines.push(Line::from(Span::styled("  none", DIM)));
+        lines.push(Line::from(Span::styled("  none", theme().dim)));
     }
     for o in &data.overrides {
         lines.push(Line::from(format!(
@@ -907,13 +1012,13 @@ fn render_detail(app: &App, frame: &mut Frame, area: Rect) {
         lines.push(Line::default());
         lines.push(Line::from(Span::styled(
             "Latest decision record",
-            Style::new().fg(ACCENT).bold(),
+            Style::new().fg(theme().accent).bold(),
         )));
         let pretty = serde_json::to_string_pretty(decision).unwrap_or_default();
         lines.extend(
             pretty
                 .lines()
-                .map(|l| Line::from(Span::styled(format!("  {l}"), DIM))),
+                .map(|l| Line::from(Span::styled(format!("  {l}"), theme().dim))),
         );
     }
     frame.render_widget(
@@ -967,7 +1072,7 @@ fn render_switches(app: &App, frame: &mut Frame, area: Rect) {
     } else {
         "Enter engage/release · f freeze a SKU · each asks why, then shows its blast radius"
     };
-    frame.render_widget(Span::styled(text, DIM), hint);
+    frame.render_widget(Span::styled(text, theme().dim), hint);
     let block = panel_with_error(app, "Kill switches (server state)", Panel::Switches);
     if app.switches.is_none() {
         let inner = block.inner(table_area);
@@ -982,9 +1087,9 @@ fn render_switches(app: &App, frame: &mut Frame, area: Rect) {
         .map(|row| {
             let engaged = row.engaged.is_some();
             let state = if engaged {
-                Cell::from("ENGAGED").style(Style::new().fg(DANGER).bold())
+                Cell::from("ENGAGED").style(Style::new().fg(theme().danger).bold())
             } else {
-                Cell::from("off").style(DIM)
+                Cell::from("off").style(theme().dim)
             };
             let mut effect = switch_effect(&row.switch, engaged).to_owned();
             if let Some(promotion) = row.promotion {
@@ -1038,7 +1143,7 @@ fn render_switches(app: &App, frame: &mut Frame, area: Rect) {
     let widget = Table::new(rows, widths)
         .header(Row::new(header).style(Style::new().bold()))
         .block(block)
-        .row_highlight_style(Style::new().bg(Color::DarkGray).bold())
+        .row_highlight_style(theme().highlight.bold())
         .highlight_symbol("›");
     let mut state = TableState::default().with_selected(Some(app.switch_selected));
     frame.render_stateful_widget(widget, table_area, &mut state);
@@ -1055,7 +1160,7 @@ fn render_overrides(app: &App, frame: &mut Frame, area: Rect) {
                 } else {
                     " d end the selected override · o on a SKU sets one "
                 },
-                DIM,
+                theme().dim,
             ))
             .right_aligned(),
         );
@@ -1063,7 +1168,7 @@ fn render_overrides(app: &App, frame: &mut Frame, area: Rect) {
         let inner = block.inner(area);
         frame.render_widget(block, area);
         frame.render_widget(
-            Paragraph::new(Span::styled("no active overrides", DIM)),
+            Paragraph::new(Span::styled("no active overrides", theme().dim)),
             inner,
         );
         return;
@@ -1079,7 +1184,7 @@ fn render_overrides(app: &App, frame: &mut Frame, area: Rect) {
                 Cell::from(scope(o.store.as_deref(), o.channel.as_deref())),
                 Cell::from(format::minor(o.price_minor, &o.currency)),
                 if o.below_floor {
-                    Cell::from("BELOW FLOOR").style(Style::new().fg(DANGER).bold())
+                    Cell::from("BELOW FLOOR").style(Style::new().fg(theme().danger).bold())
                 } else {
                     Cell::from(
                         o.floor_minor
@@ -1112,7 +1217,7 @@ fn render_overrides(app: &App, frame: &mut Frame, area: Rect) {
     let widget = Table::new(rows, widths)
         .header(Row::new(header).style(Style::new().bold()))
         .block(block)
-        .row_highlight_style(Style::new().bg(Color::DarkGray).bold())
+        .row_highlight_style(theme().highlight.bold())
         .highlight_symbol("›");
     let mut state = TableState::default().with_selected(Some(app.override_selected));
     frame.render_stateful_widget(widget, area, &mut state);
@@ -1134,8 +1239,8 @@ fn render_activity(app: &App, frame: &mut Frame, area: Rect) {
                 Cell::from(row.seq.to_string()),
                 Cell::from(format::clock(row.at_ms)),
                 Cell::from(row.kind.as_str()).style(match row.kind.as_str() {
-                    "decision" => DIM,
-                    _ => Style::new().fg(WARN),
+                    "decision" => theme().dim,
+                    _ => Style::new().fg(theme().warn),
                 }),
                 Cell::from(row.actor.as_str()),
             ];
@@ -1162,7 +1267,7 @@ fn render_activity(app: &App, frame: &mut Frame, area: Rect) {
     let widget = Table::new(rows, widths)
         .header(Row::new(header).style(Style::new().bold()))
         .block(block)
-        .row_highlight_style(Style::new().bg(Color::DarkGray))
+        .row_highlight_style(theme().highlight)
         .highlight_symbol("›");
     let mut state = TableState::default().with_selected(Some(app.activity_selected));
     frame.render_stateful_widget(widget, audit, &mut state);
@@ -1183,7 +1288,7 @@ fn render_approvals(app: &App, frame: &mut Frame, area: Rect) {
             } else {
                 " a approve · x reject "
             },
-            DIM,
+            theme().dim,
         ))
         .right_aligned(),
     );
@@ -1191,7 +1296,7 @@ fn render_approvals(app: &App, frame: &mut Frame, area: Rect) {
         let inner = block.inner(area);
         frame.render_widget(block, area);
         frame.render_widget(
-            Paragraph::new(Span::styled("nothing waits for approval", DIM)),
+            Paragraph::new(Span::styled("nothing waits for approval", theme().dim)),
             inner,
         );
         return;
@@ -1215,7 +1320,11 @@ fn render_approvals(app: &App, frame: &mut Frame, area: Rect) {
                     if change_bp > 0 { "+" } else { "" },
                     format::percent_bp(change_bp)
                 ))
-                .style(Style::new().fg(if change_bp < 0 { WARN } else { ACCENT })),
+                .style(Style::new().fg(if change_bp < 0 {
+                    theme().warn
+                } else {
+                    theme().accent
+                })),
                 Cell::from(a.reason_code.as_str()),
             ];
             if wide {
@@ -1242,7 +1351,7 @@ fn render_approvals(app: &App, frame: &mut Frame, area: Rect) {
     let widget = Table::new(rows, widths)
         .header(Row::new(header).style(Style::new().bold()))
         .block(block)
-        .row_highlight_style(Style::new().bg(Color::DarkGray).bold())
+        .row_highlight_style(theme().highlight.bold())
         .highlight_symbol("›");
     let mut state = TableState::default().with_selected(Some(app.approval_selected));
     frame.render_stateful_widget(widget, area, &mut state);
@@ -1275,7 +1384,11 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
 }
 
 fn dialog<'a>(title: String, danger: bool) -> Block<'a> {
-    let color = if danger { DANGER } else { ACCENT };
+    let color = if danger {
+        theme().danger
+    } else {
+        theme().accent
+    };
     Block::bordered()
         .borders(Borders::ALL)
         .border_style(Style::new().fg(color))
@@ -1300,13 +1413,13 @@ fn render_help(app: &App, frame: &mut Frame, scroll: u16) {
             }
             lines.push(Line::from(Span::styled(
                 scope.title(),
-                Style::new().fg(ACCENT).bold(),
+                Style::new().fg(theme().accent).bold(),
             )));
             last_scope = Some(scope);
         }
         lines.push(Line::from(vec![
             Span::styled(format!("  {keys:<14}"), Style::new().bold()),
-            Span::styled(format!("{command:<20}"), Style::new().fg(ACCENT)),
+            Span::styled(format!("{command:<20}"), Style::new().fg(theme().accent)),
             Span::raw(help),
         ]));
     }
@@ -1314,7 +1427,7 @@ fn render_help(app: &App, frame: &mut Frame, scroll: u16) {
         lines.push(Line::default());
         lines.push(Line::from(Span::styled(
             "read-only: actions that change the server are not available",
-            DIM,
+            theme().dim,
         )));
     }
     frame.render_widget(Paragraph::new(lines).scroll((scroll, 0)), inner);
@@ -1340,13 +1453,13 @@ fn render_palette(app: &App, frame: &mut Frame, input: &str, error: &Option<Stri
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let mut lines = vec![Line::from(vec![
-        Span::styled(":", Style::new().fg(ACCENT).bold()),
+        Span::styled(":", Style::new().fg(theme().accent).bold()),
         Span::raw(format!("{input}_")),
     ])];
     if let Some(error) = error {
         lines.push(Line::from(Span::styled(
             error.clone(),
-            Style::new().fg(DANGER),
+            Style::new().fg(theme().danger),
         )));
     }
     for binding in matches {
@@ -1355,8 +1468,8 @@ fn render_palette(app: &App, frame: &mut Frame, input: &str, error: &Option<Stri
             None => binding.command.unwrap_or_default().to_owned(),
         };
         lines.push(Line::from(vec![
-            Span::styled(format!("  {name:<20}"), Style::new().fg(ACCENT)),
-            Span::styled(binding.help, DIM),
+            Span::styled(format!("  {name:<20}"), Style::new().fg(theme().accent)),
+            Span::styled(binding.help, theme().dim),
         ]));
     }
     frame.render_widget(Paragraph::new(lines), inner);
@@ -1364,7 +1477,7 @@ fn render_palette(app: &App, frame: &mut Frame, input: &str, error: &Option<Stri
 
 fn input_line(label: &str, value: &str, focused: bool) -> Line<'static> {
     let style = if focused {
-        Style::new().fg(Color::Black).bg(ACCENT)
+        theme().badge(theme().accent)
     } else {
         Style::new().add_modifier(Modifier::UNDERLINED)
     };
@@ -1372,9 +1485,9 @@ fn input_line(label: &str, value: &str, focused: bool) -> Line<'static> {
         Span::styled(
             format!("{} {label:<11}", if focused { "›" } else { " " }),
             if focused {
-                Style::new().fg(ACCENT).bold()
+                Style::new().fg(theme().accent).bold()
             } else {
-                DIM
+                theme().dim
             },
         ),
         Span::styled(format!("{value}{}", if focused { "_" } else { "" }), style),
@@ -1399,7 +1512,7 @@ fn radius_line(skus: u64, promotions: u64, edges: u64) -> Line<'static> {
                 plural(promotions, "promotion", "promotions"),
                 plural(edges, "edge", "edges"),
             ),
-            Style::new().fg(DANGER).bold(),
+            Style::new().fg(theme().danger).bold(),
         ),
     ])
 }
@@ -1415,7 +1528,7 @@ fn render_switch_dialog(frame: &mut Frame, dialog_state: &app::SwitchDialog) {
             "releasing: the switch's effect ends at every edge",
         )));
     }
-    let hint = |text: &str| Line::from(Span::styled(text.to_owned(), DIM));
+    let hint = |text: &str| Line::from(Span::styled(text.to_owned(), theme().dim));
     match &dialog_state.stage {
         SwitchStage::Sku => {
             lines.push(input_line("SKU", &dialog_state.sku_input, true));
@@ -1442,10 +1555,7 @@ fn render_switch_dialog(frame: &mut Frame, dialog_state: &app::SwitchDialog) {
                 "release"
             };
             lines.push(Line::from(vec![
-                Span::styled(
-                    format!(" y: {verb} "),
-                    Style::new().fg(Color::Black).bg(DANGER).bold(),
-                ),
+                Span::styled(format!(" y: {verb} "), theme().badge(theme().danger).bold()),
                 Span::raw("   n / Esc: cancel"),
             ]));
         }
@@ -1457,7 +1567,7 @@ fn render_switch_dialog(frame: &mut Frame, dialog_state: &app::SwitchDialog) {
         SwitchStage::Failed(error) => {
             lines.push(Line::from(Span::styled(
                 format!("✖ {error}"),
-                Style::new().fg(DANGER).bold(),
+                Style::new().fg(theme().danger).bold(),
             )));
             lines.push(Line::default());
             lines.push(hint("Enter try again · Esc close"));
@@ -1479,7 +1589,7 @@ fn render_override_form(app: &App, frame: &mut Frame, form: &app::OverrideForm) 
             money(form.current_minor),
             form.floor_minor.map(money).unwrap_or_else(|| "none".into())
         ),
-        DIM,
+        theme().dim,
     ))];
     match &form.stage {
         FormStage::Editing { error } => {
@@ -1507,9 +1617,9 @@ fn render_override_form(app: &App, frame: &mut Frame, form: &app::OverrideForm) 
                     Span::styled(
                         format!("{} {:<11}", if focused { "›" } else { " " }, "force"),
                         if focused {
-                            Style::new().fg(ACCENT).bold()
+                            Style::new().fg(theme().accent).bold()
                         } else {
-                            DIM
+                            theme().dim
                         },
                     ),
                     Span::raw(if form.force {
@@ -1523,11 +1633,11 @@ fn render_override_form(app: &App, frame: &mut Frame, form: &app::OverrideForm) 
             match error {
                 Some(error) => lines.push(Line::from(Span::styled(
                     format!("✖ {error}"),
-                    Style::new().fg(DANGER).bold(),
+                    Style::new().fg(theme().danger).bold(),
                 ))),
                 None => lines.push(Line::from(Span::styled(
                     "Tab/↑↓ field · Space force · Enter review · Esc cancel",
-                    DIM,
+                    theme().dim,
                 ))),
             }
         }
@@ -1553,21 +1663,18 @@ fn render_override_form(app: &App, frame: &mut Frame, form: &app::OverrideForm) 
             if request.force {
                 lines.push(Line::from(Span::styled(
                     "FORCED BELOW THE FLOOR (audited as such)",
-                    Style::new().fg(DANGER).bold(),
+                    Style::new().fg(theme().danger).bold(),
                 )));
             }
             lines.push(Line::default());
             if matches!(form.stage, FormStage::Applying(_)) {
                 lines.push(Line::from(Span::styled(
                     "sent; waiting for the server to acknowledge…",
-                    DIM,
+                    theme().dim,
                 )));
             } else {
                 lines.push(Line::from(vec![
-                    Span::styled(
-                        " y: pin it ",
-                        Style::new().fg(Color::Black).bg(DANGER).bold(),
-                    ),
+                    Span::styled(" y: pin it ", theme().badge(theme().danger).bold()),
                     Span::raw("   n / Esc: back to the form"),
                 ]));
             }
@@ -1595,26 +1702,26 @@ fn render_end_override(app: &App, frame: &mut Frame, dialog_state: &app::EndOver
         lines.push(Line::from(format!("reason: {}", dialog_state.reason)));
         lines.push(Line::from(Span::styled(
             "sent; waiting for the server to acknowledge…",
-            DIM,
+            theme().dim,
         )));
     } else if dialog_state.confirming {
         lines.push(Line::from(format!("reason: {}", dialog_state.reason)));
         lines.push(Line::default());
         lines.push(Line::from(vec![
-            Span::styled(
-                " y: end it ",
-                Style::new().fg(Color::Black).bg(DANGER).bold(),
-            ),
+            Span::styled(" y: end it ", theme().badge(theme().danger).bold()),
             Span::raw("   n / Esc: cancel"),
         ]));
     } else {
         lines.push(input_line("reason", &dialog_state.reason, true));
-        lines.push(Line::from(Span::styled("Enter next · Esc cancel", DIM)));
+        lines.push(Line::from(Span::styled(
+            "Enter next · Esc cancel",
+            theme().dim,
+        )));
     }
     if let Some(error) = &dialog_state.error {
         lines.push(Line::from(Span::styled(
             format!("✖ {error}"),
-            Style::new().fg(DANGER).bold(),
+            Style::new().fg(theme().danger).bold(),
         )));
     }
     let area = centered(frame.area(), 70, wrapped_height(&lines, 70));
@@ -1645,33 +1752,33 @@ fn render_decide(app: &App, frame: &mut Frame, dialog_state: &app::DecideDialog)
         if dialog_state.approve {
             radius_line(1, 0, app.edge_count() as u64)
         } else {
-            Line::from(Span::styled("the price stays as it is", DIM))
+            Line::from(Span::styled("the price stays as it is", theme().dim))
         },
     ];
     if dialog_state.applying {
         lines.push(Line::from(format!("reason: {}", dialog_state.reason)));
         lines.push(Line::from(Span::styled(
             "sent; waiting for the server to acknowledge…",
-            DIM,
+            theme().dim,
         )));
     } else if dialog_state.confirming {
         lines.push(Line::from(format!("reason: {}", dialog_state.reason)));
         lines.push(Line::default());
         lines.push(Line::from(vec![
-            Span::styled(
-                format!(" y: {verb} "),
-                Style::new().fg(Color::Black).bg(DANGER).bold(),
-            ),
+            Span::styled(format!(" y: {verb} "), theme().badge(theme().danger).bold()),
             Span::raw("   n / Esc: cancel"),
         ]));
     } else {
         lines.push(input_line("reason", &dialog_state.reason, true));
-        lines.push(Line::from(Span::styled("Enter next · Esc cancel", DIM)));
+        lines.push(Line::from(Span::styled(
+            "Enter next · Esc cancel",
+            theme().dim,
+        )));
     }
     if let Some(error) = &dialog_state.error {
         lines.push(Line::from(Span::styled(
             format!("✖ {error}"),
-            Style::new().fg(DANGER).bold(),
+            Style::new().fg(theme().danger).bold(),
         )));
     }
     let area = centered(frame.area(), 70, wrapped_height(&lines, 70));

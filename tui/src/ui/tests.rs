@@ -329,3 +329,21 @@ fn a_dialog_grows_with_wrapped_lines_and_keeps_its_keys_visible() {
     assert!(frame.contains("y: end it"), "{frame}");
     assert!(frame.contains("the pipeline's price comes"), "{frame}");
 }
+
+#[test]
+fn themes_are_named_and_mono_uses_no_colour() {
+    use super::Theme;
+    use ratatui::style::{Color, Modifier};
+    assert_eq!(Theme::named("light"), Some(Theme::LIGHT));
+    assert_eq!(Theme::named("neon"), None);
+    let mono = Theme::MONO;
+    for color in [mono.accent, mono.danger, mono.good, mono.warn] {
+        assert_eq!(color, Color::Reset);
+    }
+    assert!(mono
+        .badge(Color::Red)
+        .add_modifier
+        .contains(Modifier::REVERSED));
+    assert_eq!(mono.badge(Color::Red).bg, None);
+    assert!(mono.highlight.add_modifier.contains(Modifier::REVERSED));
+}
