@@ -612,6 +612,78 @@ fn promotions_are_defined_tried_published_and_ended_through_the_control_plane() 
 }
 
 #[test]
+fn promotion_definitions_also_arrive_on_the_promotions_feed() {
+    let plant = Plant::start();
+    let t = now_ms();
+    let define = json!({
+        "event_id": "def-1",
+        "promotion_id": "bogo",
+        "action": "define",
+        "definition": {
+            "id": "bogo",
+            "label": "Buy 2 get 1",
+            "rule": {"type": "buy_x_get_y", "buy": 2, "get": 1},
+            "target": {"type": "categories", "categories": ["snacks"]},
+        },
+        "occurred_at_ms": t,
+    });
+    let per_sku = format!(
+        r#"{{"event_id":"promo-9","promotion_id":"spring","sku":"A","action":"upsert","label":"Spring -10%","discount":{{"kind":"percent_bp","value":1000}},"starts_at_ms":{},"ends_at_ms":{},"occurred_at_ms":{t}}}"#,
+        t - 60_000,
+        t + 3_600_000
+    );
+    // Mixed in one NDJSON request with a per-SKU promotion event.
+    let reply = support::post_ndjson(
+        plant.addr(),
+        "promotions",
+        FEED,
+        &[define.to_string(), per_sku],
+    );
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(reply.body["accepted"], 2);
+    assert_eq!(plant.promotion_ids_at_edge(), ["bogo"]);
+    let guard = plant.edge.load();
+    let doc = guard.as_ref().unwrap().promotions().unwrap().doc().clone();
+    assert_eq!(
+        doc.categories.get("A").map(String::as_str),
+        Some("snacks"),
+        "categories travel with it"
+    );
+    drop(guard);
+    // Resent: acknowledged, not applied again.
+    let reply = post(plant.addr(), "promotions", FEED, &define.to_string());
+    assert_eq!(
+        (reply.status, reply.body["status"].as_str()),
+        (200, Some("duplicate"))
+    );
+    assert_eq!(plant.get("/v1/admin/promotions/bogo")["revision"], 1);
+    // Invalid definitions are refused with the reason and kept.
+    let mut bad = define.clone();
+    bad["event_id"] = json!("def-2");
+    bad["definition"]["rule"]["buy"] = json!(0);
+    let reply = post(plant.addr(), "promotions", FEED, &bad.to_string());
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(reply.body["error"]["code"], "invalid_event");
+    let conn = rusqlite::Connection::open(plant.dir.path().join("control.db")).unwrap();
+    let dead = edgeprice_control::store::EventLog::dead_letters(&conn, 10).unwrap();
+    assert!(
+        dead.iter().any(|d| d.event_id.as_deref() == Some("def-2")),
+        "{dead:?}"
+    );
+    // Retired from the feed.
+    let retire = json!({"event_id": "def-3", "promotion_id": "bogo", "action": "retire", "occurred_at_ms": t});
+    let reply = post(plant.addr(), "promotions", FEED, &retire.to_string());
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert!(plant.promotion_ids_at_edge().is_empty());
+    let audit_rows = plant.get("/v1/admin/audit?limit=10");
+    assert!(audit_rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["kind"] == "promotion_end" && r["actor"] == "feed:pos"));
+}
+
+#[test]
 fn the_sku_table_and_metrics_describe_what_the_pipeline_did() {
     let plant = Plant::start();
     assert_eq!(

@@ -8,7 +8,7 @@
 //! changed promotion's revision. Killed promotions (kill switches) stay in the book but
 //! are left out of the published document.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use chrono_tz::Tz;
@@ -29,6 +29,9 @@ use crate::store::{self, StoreError};
 
 const BOOK_KEY: &str = "promotion_book";
 
+/// Definition events remembered for deduplication.
+const REMEMBERED_EVENTS: usize = 10_000;
+
 /// Most promotions the book holds.
 pub const MAX_PROMOTIONS: usize = 100_000;
 
@@ -43,6 +46,9 @@ pub struct PromotionBook {
     pub promotions: BTreeMap<String, Promotion>,
     /// Shipping fee of a cart before free-shipping promotions, minor units.
     pub shipping_fee_minor: i64,
+    /// Ids of the last definition events applied (oldest first), so a resent event is
+    /// acknowledged and not applied twice.
+    pub applied_events: VecDeque<String>,
 }
 
 impl PromotionBook {
@@ -80,6 +86,19 @@ impl PromotionBook {
         self.with(promotion.clone())
             .compile(&Controls::default())
             .map(|_| ())
+    }
+
+    /// Whether a definition event was applied already.
+    pub fn has_applied(&self, event_id: &str) -> bool {
+        self.applied_events.iter().any(|e| e == event_id)
+    }
+
+    /// Remembers an applied definition event.
+    pub fn remember(&mut self, event_id: &str) {
+        if self.applied_events.len() == REMEMBERED_EVENTS {
+            self.applied_events.pop_front();
+        }
+        self.applied_events.push_back(event_id.to_owned());
     }
 
     /// The book with `promotion` added or replacing the one with its id.
@@ -142,6 +161,74 @@ impl PromotionBook {
                 }
             })
             .collect()
+    }
+}
+
+/// What a definition event does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefinitionAction {
+    /// Create or replace the promotion with `definition`.
+    Define,
+    /// End (remove) the promotion.
+    Retire,
+}
+
+/// A promotion definition sent on the promotions feed (`POST /v1/feeds/promotions`),
+/// the feed counterpart of `PUT`/`DELETE /v1/admin/promotions/{id}`; see
+/// `schemas/json/promotion_definitions.schema.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionEvent {
+    pub event_id: String,
+    pub promotion_id: String,
+    pub action: DefinitionAction,
+    /// The full definition (`edgeprice_pricing::promo::Promotion`); required to define.
+    #[serde(default)]
+    pub definition: Option<Promotion>,
+    /// Why, for the audit log.
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub occurred_at_ms: i64,
+}
+
+impl DefinitionEvent {
+    /// Whether a promotions-feed body is a definition event (its `action` is `define`
+    /// or `retire`) rather than a per-SKU promotion event.
+    pub fn is_definition(body: &[u8]) -> bool {
+        #[derive(Deserialize)]
+        struct Probe {
+            action: Option<String>,
+        }
+        serde_json::from_slice::<Probe>(body)
+            .ok()
+            .and_then(|p| p.action)
+            .is_some_and(|a| a == "define" || a == "retire")
+    }
+
+    /// Parses and checks a definition event.
+    pub fn parse(body: &[u8]) -> Result<DefinitionEvent, String> {
+        let event: DefinitionEvent =
+            serde_json::from_slice(body).map_err(|e| format!("invalid definition event: {e}"))?;
+        if event.event_id.is_empty() || event.event_id.len() > 128 {
+            return Err("event_id must be 1 to 128 bytes".into());
+        }
+        match (&event.action, &event.definition) {
+            (DefinitionAction::Define, None) => {
+                return Err("definition is required to define".into())
+            }
+            (DefinitionAction::Define, Some(d)) if d.id != event.promotion_id => {
+                return Err(format!(
+                    "the definition is of {}, the event names {}",
+                    d.id, event.promotion_id
+                ))
+            }
+            (DefinitionAction::Retire, Some(_)) => {
+                return Err("a retire event carries no definition".into())
+            }
+            _ => {}
+        }
+        Ok(event)
     }
 }
 
@@ -373,6 +460,50 @@ mod tests {
         let err = book.check(&bad).unwrap_err();
         assert!(err.contains("basis"), "{err}");
         let _ = (Conditions::default(), Stacking::default(), Target::All);
+    }
+
+    /// `schemas/json/promotion_definitions.schema.json` and [`DefinitionEvent`] agree:
+    /// its examples parse, every required field is required, every property is used.
+    #[test]
+    fn the_definition_schema_matches_the_event_type() {
+        let path = format!(
+            "{}/../schemas/json/promotion_definitions.schema.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for example in schema["examples"].as_array().unwrap() {
+            let body = example.to_string();
+            assert!(DefinitionEvent::is_definition(body.as_bytes()));
+            let event = DefinitionEvent::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            if let Some(definition) = &event.definition {
+                definition.validate().unwrap();
+            }
+            seen.extend(example.as_object().unwrap().keys().cloned());
+            for field in schema["required"].as_array().unwrap() {
+                let mut partial = example.clone();
+                partial
+                    .as_object_mut()
+                    .unwrap()
+                    .remove(field.as_str().unwrap());
+                assert!(
+                    DefinitionEvent::parse(partial.to_string().as_bytes()).is_err(),
+                    "{field}"
+                );
+            }
+        }
+        let properties: std::collections::BTreeSet<String> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(seen, properties);
+        let per_sku = r#"{"event_id":"e","promotion_id":"p","sku":"A","action":"upsert"}"#;
+        assert!(!DefinitionEvent::is_definition(per_sku.as_bytes()));
+        let retire_with_body = r#"{"event_id":"e","promotion_id":"p","action":"retire","definition":{},"occurred_at_ms":1}"#;
+        assert!(DefinitionEvent::parse(retire_with_body.as_bytes()).is_err());
     }
 
     #[test]

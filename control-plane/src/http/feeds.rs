@@ -30,8 +30,9 @@ use super::{
     bearer, constant_time_eq, error_reply, json_reply, method_not_allowed, read_body, Reply,
     Service,
 };
+use crate::admin::promotions::DefinitionEvent;
 use crate::feeds::{FeedError, FeedKind};
-use crate::store::{Outcome, Submission};
+use crate::store::{Outcome, StoreError, Submission};
 
 /// One producer of feed events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +97,57 @@ fn take_tokens(service: &Service, source: &FeedSource, events: usize) -> Result<
         let missing = wanted - bucket.tokens;
         Err((missing / source.rate_per_s.max(1) as f64).ceil().max(1.0) as u64)
     }
+}
+
+/// Stores the events of a request: promotion definitions (see
+/// [`crate::admin::promotions::DefinitionEvent`]) are applied by the pipeline thread in
+/// the transaction that makes them durable; every other event goes to the event log.
+/// Outcomes are in the order of `submissions`.
+async fn submit(
+    service: &Service,
+    source: &str,
+    feed: FeedKind,
+    submissions: Vec<Submission>,
+) -> Result<Vec<Outcome>, StoreError> {
+    let is_definition =
+        |s: &Submission| feed == FeedKind::Promotions && DefinitionEvent::is_definition(&s.body);
+    if !submissions.iter().any(is_definition) {
+        return service.control.ingestor().ingest(submissions).await;
+    }
+    let (definitions, events): (Vec<_>, Vec<_>) = submissions
+        .into_iter()
+        .enumerate()
+        .partition(|(_, s)| is_definition(s));
+    let mut outcomes: Vec<Option<Outcome>> = Vec::new();
+    outcomes.resize_with(definitions.len() + events.len(), || None);
+    let positions: Vec<usize> = events.iter().map(|(i, _)| *i).collect();
+    let logged = service
+        .control
+        .ingestor()
+        .ingest(events.into_iter().map(|(_, s)| s).collect())
+        .await?;
+    for (position, outcome) in positions.into_iter().zip(logged) {
+        outcomes[position] = Some(outcome);
+    }
+    let control = service.control.clone();
+    let source = source.to_owned();
+    let applied = tokio::task::spawn_blocking(move || {
+        control.operate(move |ops, now_ms| {
+            definitions
+                .into_iter()
+                .map(|(position, s)| (position, ops.apply_definition(&source, &s.body, now_ms)))
+                .collect::<Vec<_>>()
+        })
+    })
+    .await
+    .map_err(|_| StoreError::Stopped)??;
+    for (position, outcome) in applied {
+        outcomes[position] = Some(outcome);
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.expect("every position filled"))
+        .collect())
 }
 
 pub(super) async fn handle(
@@ -181,7 +233,7 @@ pub(super) async fn handle(
         return reply;
     }
     let count = submissions.len();
-    let outcomes = match service.control.ingestor().ingest(submissions).await {
+    let outcomes = match submit(service, &source.name, feed, submissions).await {
         Ok(outcomes) => outcomes,
         Err(err) => {
             warn!(error = %err, feed = %feed, "ingest failed");
