@@ -377,6 +377,12 @@ pub enum Modal {
     Override(Box<OverrideForm>),
     EndOverride(EndOverrideDialog),
     Decide(DecideDialog),
+    /// One audit record, pretty-printed.
+    Record {
+        title: String,
+        lines: Vec<String>,
+        scroll: u16,
+    },
 }
 
 /// How a status message reads.
@@ -1126,6 +1132,16 @@ impl App {
                     None
                 }
             },
+            Action::ShowRecord => {
+                let row = self.audit.get(self.activity_selected)?;
+                let pretty = serde_json::to_string_pretty(&row.record).unwrap_or_default();
+                self.modal = Some(Modal::Record {
+                    title: format!("audit #{} · {} by {}", row.seq, row.kind, row.actor),
+                    lines: pretty.lines().map(str::to_owned).collect(),
+                    scroll: 0,
+                });
+                None
+            }
             Action::Approve | Action::Reject => {
                 if self.mutation_refused() {
                     return None;
@@ -1352,6 +1368,25 @@ impl App {
             Modal::Override(form) => self.on_form_key(*form, key),
             Modal::EndOverride(dialog) => self.on_end_override_key(dialog, key),
             Modal::Decide(dialog) => self.on_decide_key(dialog, key),
+            Modal::Record {
+                title,
+                lines,
+                scroll,
+            } => {
+                let scroll = match key.code {
+                    KeyCode::Down | KeyCode::Char('j') => scroll.saturating_add(1),
+                    KeyCode::Up | KeyCode::Char('k') => scroll.saturating_sub(1),
+                    KeyCode::PageDown => scroll.saturating_add(10),
+                    KeyCode::PageUp => scroll.saturating_sub(10),
+                    _ => return None,
+                };
+                self.modal = Some(Modal::Record {
+                    title,
+                    lines,
+                    scroll,
+                });
+                None
+            }
         }
     }
 

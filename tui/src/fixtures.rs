@@ -232,16 +232,17 @@ pub fn overrides() -> Vec<Override> {
 }
 
 pub fn audit() -> Vec<AuditRow> {
-    let row =
-        |seq: i64, ago: i64, kind: &str, actor: &str, sku: Option<&str>, summary: &str| AuditRow {
+    let row = |seq: i64, ago: i64, kind: &str, actor: &str, sku: Option<&str>, summary: &str| {
+        AuditRow {
             seq,
             at_ms: NOW_MS - ago,
             kind: kind.to_owned(),
             actor: actor.to_owned(),
             sku: sku.map(str::to_owned),
             summary: summary.to_owned(),
-            record: serde_json::Value::Null,
-        };
+            record: serde_json::json!({"seq": seq, "kind": kind, "actor": actor, "reason": summary}),
+        }
+    };
     vec![
         row(
             88_412,

@@ -106,6 +106,8 @@ pub enum Action {
     PromotionSwitch,
     /// End the selected override.
     RemoveOverride,
+    /// Show the selected audit record in full.
+    ShowRecord,
     /// Approve the selected price suggestion.
     Approve,
     /// Reject the selected price suggestion.
@@ -505,6 +507,14 @@ pub const KEYMAP: &[Binding] = &[
         None,
         "end the selected override",
     )),
+    // activity
+    bind(
+        &[code(KeyCode::Enter)],
+        S::Activity,
+        A::ShowRecord,
+        None,
+        "show the selected audit record in full",
+    ),
     // approvals
     mutating(bind(
         &[key('a')],

@@ -123,6 +123,11 @@ pub fn render(app: &App, frame: &mut Frame) {
         Some(Modal::Override(form)) => render_override_form(app, frame, form),
         Some(Modal::EndOverride(dialog)) => render_end_override(app, frame, dialog),
         Some(Modal::Decide(dialog)) => render_decide(app, frame, dialog),
+        Some(Modal::Record {
+            title,
+            lines,
+            scroll,
+        }) => render_record(frame, title, lines, *scroll),
     }
 }
 
@@ -1431,6 +1436,21 @@ fn render_help(app: &App, frame: &mut Frame, scroll: u16) {
         )));
     }
     frame.render_widget(Paragraph::new(lines).scroll((scroll, 0)), inner);
+}
+
+fn render_record(frame: &mut Frame, title: &str, lines: &[String], scroll: u16) {
+    let area = centered(frame.area(), 100, frame.area().height.saturating_sub(2));
+    frame.render_widget(Clear, area);
+    let block = dialog(format!("{title} (↑↓ scroll · any other key closes)"), false);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let text: Vec<Line<'_>> = lines.iter().map(|l| Line::from(l.as_str())).collect();
+    frame.render_widget(
+        Paragraph::new(text)
+            .wrap(Wrap { trim: false })
+            .scroll((scroll, 0)),
+        inner,
+    );
 }
 
 fn render_palette(app: &App, frame: &mut Frame, input: &str, error: &Option<String>) {

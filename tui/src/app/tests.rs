@@ -739,3 +739,23 @@ fn a_promotion_missing_from_the_list_can_be_switched_off_by_id() {
     );
     assert!(dialog(&app).engage);
 }
+
+#[test]
+fn enter_on_an_audit_row_shows_its_record() {
+    let mut app = app();
+    char(&mut app, '5');
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Enter);
+    let Some(Modal::Record { title, lines, .. }) = &app.modal else {
+        panic!("expected the record, got {:?}", app.modal);
+    };
+    assert_eq!(title, "audit #88411 · override by admin-li");
+    assert!(
+        lines.iter().any(|l| l.contains("FORCED below floor")),
+        "{lines:?}"
+    );
+    key(&mut app, KeyCode::Down);
+    assert!(matches!(app.modal, Some(Modal::Record { scroll: 1, .. })));
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.modal, None);
+}
