@@ -347,3 +347,25 @@ fn themes_are_named_and_mono_uses_no_colour() {
     assert_eq!(mono.badge(Color::Red).bg, None);
     assert!(mono.highlight.add_modifier.contains(Modifier::REVERSED));
 }
+
+#[test]
+fn tiny_terminals_draw_without_panicking() {
+    let mut app = with_skus(app());
+    let sizes = [(1, 1), (20, 5), (40, 12), (79, 23), (300, 90)];
+    for tab in ['1', '2', '3', '4', '5', '6'] {
+        press(&mut app, KeyCode::Char(tab));
+        for size in sizes {
+            draw(&app, size);
+        }
+    }
+    press(&mut app, KeyCode::Char('3'));
+    press(&mut app, KeyCode::Enter);
+    for size in sizes {
+        draw(&app, size);
+    }
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Char('?'));
+    for size in sizes {
+        draw(&app, size);
+    }
+}
