@@ -106,6 +106,7 @@ struct Bucket {
 
 struct Service {
     ingestor: Arc<Ingestor>,
+    checkout: Option<Arc<crate::checkout::Checkout>>,
     data_dir: PathBuf,
     config: IngestHttpConfig,
     buckets: Mutex<HashMap<String, Bucket>>,
@@ -170,6 +171,9 @@ impl Service {
         }
         if path == "/v1/admin/decisions" {
             return self.decisions(&request).await;
+        }
+        if crate::checkout::http::is_checkout_path(&path) {
+            return self.checkout(request).await;
         }
         let Some(feed_name) = path.strip_prefix("/v1/feeds/") else {
             return error_reply(
@@ -333,7 +337,29 @@ impl Service {
     }
 }
 
+/// The client's address, put into each request's extensions by the accept loop.
+#[derive(Debug, Clone, Copy)]
+struct PeerIp(std::net::IpAddr);
+
 impl Service {
+    async fn checkout(&self, request: Request<Incoming>) -> Reply {
+        let Some(checkout) = &self.checkout else {
+            return error_reply(
+                503,
+                "checkout_disabled",
+                "this control plane does not run checkout",
+            );
+        };
+        let admin = match (&self.config.admin_token, bearer(&request)) {
+            (Some(expected), Some(token)) => {
+                constant_time_eq(expected.as_bytes(), token.as_bytes())
+            }
+            _ => false,
+        };
+        let peer = request.extensions().get::<PeerIp>().map(|p| p.0);
+        crate::checkout::http::handle(checkout, request, peer, admin).await
+    }
+
     async fn decisions(&self, request: &Request<Incoming>) -> Reply {
         if request.method() != Method::GET {
             return error_reply(405, "method_not_allowed", "decisions take GET");
@@ -403,6 +429,15 @@ impl Service {
     }
 }
 
+fn bearer(request: &Request<Incoming>) -> Option<&str> {
+    request
+        .headers()
+        .get(AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
 /// Compares tokens without stopping at the first difference.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -425,12 +460,24 @@ impl IngestServer {
         ingestor: Arc<Ingestor>,
         data_dir: PathBuf,
     ) -> std::io::Result<IngestServer> {
+        Self::start_with_checkout(config, ingestor, data_dir, None)
+    }
+
+    /// [`IngestServer::start`], also serving the checkout routes
+    /// ([`crate::checkout::http`]) when `checkout` is given.
+    pub fn start_with_checkout(
+        config: IngestHttpConfig,
+        ingestor: Arc<Ingestor>,
+        data_dir: PathBuf,
+        checkout: Option<Arc<crate::checkout::Checkout>>,
+    ) -> std::io::Result<IngestServer> {
         let listener = std::net::TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let service = Arc::new(Service {
             ingestor,
+            checkout,
             data_dir,
             config,
             buckets: Mutex::new(HashMap::new()),
@@ -479,11 +526,12 @@ async fn accept_loop(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _peer)) = accepted else { continue };
+                let Ok((stream, peer)) = accepted else { continue };
                 let service = Arc::clone(&service);
                 let mut shutdown_rx = shutdown_rx.clone();
                 tokio::spawn(async move {
-                    let handler = service_fn(move |request| {
+                    let handler = service_fn(move |mut request: Request<Incoming>| {
+                        request.extensions_mut().insert(PeerIp(peer.ip()));
                         let service = Arc::clone(&service);
                         async move { Ok::<_, Infallible>(service.handle(request).await) }
                     });

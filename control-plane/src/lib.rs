@@ -19,6 +19,7 @@
 //! [`http::IngestServer::start`] on [`runtime::ControlPlane::ingestor`].
 
 pub mod audit;
+pub mod checkout;
 pub mod feeds;
 pub mod http;
 pub mod kafka;
