@@ -347,7 +347,8 @@ impl SimulatedGateway {
         if request.amount_minor <= 0 {
             return Err(PaymentError::Invalid("amount must be positive".into()));
         }
-        if self.roll(self.config.decline_rate) {
+        if request.method.as_deref() == Some("card_declined") || self.roll(self.config.decline_rate)
+        {
             let reason = "insufficient_funds".to_owned();
             conn.execute(
                 "INSERT OR IGNORE INTO declines (idempotency_key, reason) VALUES (?1, ?2)",
@@ -416,7 +417,10 @@ impl PaymentGateway for SimulatedGateway {
                 *n += 1;
                 *n <= self.config.timeouts_per_key
             };
-            let timeout = forced_timeout || self.roll(self.config.timeout_rate);
+            let test_card = request.method.as_deref();
+            let timeout = forced_timeout
+                || test_card == Some("card_timeout")
+                || self.roll(self.config.timeout_rate);
             if timeout && !self.config.charge_before_timeout {
                 tokio::time::sleep(Duration::from_millis(self.config.timeout_ms)).await;
                 debug!(key = %request.idempotency_key, "simulated gateway: timeout, nothing booked");

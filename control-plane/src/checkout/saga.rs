@@ -350,9 +350,6 @@ async fn drive(
                 .await
                 {
                     Ok(()) => {
-                        if mode == Mode::Recovery {
-                            inner.counters.recovered.fetch_add(1, Ordering::Relaxed);
-                        }
                         let _ = fault_point(inner, "completed").await;
                         return response;
                     }
@@ -396,9 +393,6 @@ async fn drive(
                 {
                     error!(saga = %saga_id, error = %log, "cannot log compensation; left to recovery");
                     return log.stored_response(Some(&saga_id));
-                }
-                if mode == Mode::Recovery {
-                    inner.counters.recovered.fetch_add(1, Ordering::Relaxed);
                 }
                 return compensate(
                     inner,
@@ -710,6 +704,15 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> usize {
         info!(saga = %record.id, state = %record.state, "recovery: picking up saga");
         let response = drive(inner, record.clone(), &quote, None, Mode::Recovery).await;
         debug!(saga = %record.id, status = response.status, "recovery: saga settled");
+        let settled = inner
+            .ledger
+            .saga(&record.id)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.state.is_terminal());
+        if settled {
+            inner.counters.recovered.fetch_add(1, Ordering::Relaxed);
+        }
         handled += 1;
     }
     handled
