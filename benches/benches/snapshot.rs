@@ -3,7 +3,9 @@
 //! - `lookup`: resolving a price with fallback (hit on a store/channel entry, fallback to
 //!   chain-wide for an unknown store, miss);
 //! - `render`: writing the JSON and flatbuffer answers;
-//! - `delta_apply`: building the next version from a 10,000-entry delta.
+//! - `delta_apply`: building the next version from a 10,000-entry delta (`build_only`),
+//!   and the writer thread's whole CPU cost for one (`decode_build_drop`: verify and
+//!   decode the flatbuffer, build the version, free the version it replaces).
 //!
 //! Run: `cargo bench -p edgeprice-bench --bench snapshot`.
 
@@ -11,7 +13,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use edgeprice_pricing::{Currency, PriceKey};
-use edgeprice_schemas::codec::DeltaData;
+use edgeprice_schemas::codec::{encode_delta, DeltaData, DeltaView};
 use edgeprice_server::render;
 use edgeprice_server::snapshot::Snapshot;
 use edgeprice_server::store::now_ms;
@@ -176,9 +178,27 @@ fn delta_apply(c: &mut Criterion) {
                 seed += 1;
                 delta(&snapshot, 10_000, seed)
             },
+            // One at a time: versions made from the same base while another is alive
+            // would each extend a copy of it.
             |delta| black_box(snapshot.apply(delta).expect("applies")),
-            BatchSize::LargeInput,
+            BatchSize::PerIteration,
         )
+    });
+    // What the writer thread spends per delta besides persisting: the encoded body
+    // verified and read in place, the version built, and as much freed as dropping the
+    // replaced version frees (dropping the new one while its base is alive frees what
+    // it made: as many shards and records as it replaced).
+    let encoded: Vec<Vec<u8>> = (0..8)
+        .map(|seed| encode_delta(&delta(&snapshot, 10_000, 1_000 + seed)))
+        .collect();
+    group.bench_function("10k_entries_on_1m_decode_build_drop", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % encoded.len();
+            let delta = DeltaView::parse(black_box(&encoded[i])).expect("decodes");
+            let next = snapshot.apply_view(&delta).expect("applies");
+            drop(black_box(next));
+        })
     });
     group.finish();
 }

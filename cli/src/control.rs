@@ -69,6 +69,7 @@ pub fn control(args: ControlArgs) -> anyhow::Result<()> {
         publisher,
         &args.control,
         &tokens,
+        args.edges.clone(),
         CheckoutWiring { keyring, coupons },
     )?;
     let edges: Vec<String> = args.edges.iter().map(|e| format!("http://{e}")).collect();

@@ -136,6 +136,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         InProcessEdge(Arc::clone(&store)),
         &args.control,
         &tokens,
+        vec![handle.local_addr()],
         checkout,
     )?;
     let (edge_addr, feeds_addr) = (handle.local_addr(), embedded.feeds_addr());

@@ -9,12 +9,15 @@ use clap::Args;
 use std::sync::Arc;
 
 use edgeprice_control::checkout::payment::{SimulatedGateway, SimulatorConfig};
-use edgeprice_control::checkout::{Checkout, CheckoutConfig, CheckoutDeps, CouponLimits, Faults};
-use edgeprice_control::http::{FeedSource, IngestHttpConfig, IngestServer};
+use edgeprice_control::checkout::{
+    kill_switch_gate, Checkout, CheckoutConfig, CheckoutDeps, CouponLimits, Faults,
+};
+use edgeprice_control::http::{AdminToken, FeedSource, IngestHttpConfig, IngestServer};
 use edgeprice_control::kafka::{FeedConsumer, KafkaConfig, KafkaPublisher};
 use edgeprice_control::publish::{FanOut, Publisher};
 use edgeprice_control::runtime::{ControlPlane, RuntimeConfig};
 use edgeprice_pricing::quote::Keyring;
+use edgeprice_schemas::admin::Role;
 use tracing::{info, warn};
 
 use crate::demo::Simulator;
@@ -32,6 +35,11 @@ pub struct ControlPlaneArgs {
     /// Admin bearer token; by default one is generated into DATA_DIR/admin.token.
     #[arg(long, env = "EDGEPRICE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// More admin API tokens with their roles: a TOML file of
+    /// `[[token]]` tables with `name`, `token` (at least 16 characters) and `role`
+    /// (`viewer`, `operator` or `admin`). The admin token above always has the admin role.
+    #[arg(long, env = "EDGEPRICE_ADMIN_TOKENS_FILE")]
+    admin_tokens_file: Option<PathBuf>,
     /// Feed bearer token; by default one is generated into DATA_DIR/feed.token.
     #[arg(long, env = "EDGEPRICE_FEED_TOKEN", hide_env_values = true)]
     feed_token: Option<String>,
@@ -46,8 +54,40 @@ pub struct ControlPlaneArgs {
 /// The bearer tokens of a control plane.
 #[derive(Debug, Clone)]
 pub struct Tokens {
+    /// The admin token (role admin), also the edge's admin token in `up`.
     pub admin: String,
     pub feed: String,
+    /// Every admin API token, the admin token first.
+    pub admin_tokens: Vec<AdminToken>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    #[serde(default)]
+    token: Vec<AdminToken>,
+}
+
+/// Reads a tokens file (see `--admin-tokens-file`).
+pub fn read_tokens_file(path: &Path) -> anyhow::Result<Vec<AdminToken>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading admin tokens {}", path.display()))?;
+    let file: TokensFile = toml::from_str(&text)
+        .with_context(|| format!("parsing admin tokens {}", path.display()))?;
+    for token in &file.token {
+        anyhow::ensure!(
+            token.token.len() >= 16,
+            "admin token {:?} in {} is shorter than 16 characters",
+            token.name,
+            path.display()
+        );
+        anyhow::ensure!(
+            !token.name.is_empty(),
+            "an admin token in {} has no name",
+            path.display()
+        );
+    }
+    Ok(file.token)
 }
 
 impl ControlPlaneArgs {
@@ -64,7 +104,19 @@ impl ControlPlaneArgs {
             Some(token) => token.clone(),
             None => token_file(&self.data_dir, "feed.token")?,
         };
-        Ok(Tokens { admin, feed })
+        let mut admin_tokens = vec![AdminToken {
+            name: "admin".into(),
+            token: admin.clone(),
+            role: Role::Admin,
+        }];
+        if let Some(path) = &self.admin_tokens_file {
+            admin_tokens.extend(read_tokens_file(path)?);
+        }
+        Ok(Tokens {
+            admin,
+            feed,
+            admin_tokens,
+        })
     }
 }
 
@@ -152,6 +204,7 @@ fn start_checkout(
         Ok(json) => serde_json::from_str(&json).context("EDGEPRICE_PAYMENT_SIMULATOR")?,
         Err(_) => SimulatorConfig::default(),
     };
+    let gate = kill_switch_gate(Arc::clone(control.handle(Vec::new()).board()));
     let gateway = SimulatedGateway::open(Some(&dir.join("gateway.db")), simulator)
         .context("opening the simulated payment gateway")?;
     let checkout = Checkout::start(
@@ -167,6 +220,7 @@ fn start_checkout(
             ingestor: Some(control.ingestor()),
             feed_db: Some(dir.join(edgeprice_control::store::DB_FILE)),
             kafka: kafka.cloned(),
+            gate: Some(gate),
         },
     )
     .context("starting checkout")?;
@@ -192,6 +246,7 @@ impl Embedded {
         publisher: P,
         args: &ControlPlaneArgs,
         tokens: &Tokens,
+        edges: Vec<SocketAddr>,
         checkout: CheckoutWiring,
     ) -> anyhow::Result<Embedded> {
         let data_dir = &args.data_dir;
@@ -230,11 +285,10 @@ impl Embedded {
                     token: tokens.feed.clone(),
                     ..FeedSource::default()
                 }],
-                admin_token: Some(tokens.admin.clone()),
+                admin_tokens: tokens.admin_tokens.clone(),
                 ..IngestHttpConfig::default()
             },
-            control.ingestor(),
-            control.data_dir().to_owned(),
+            control.handle(edges),
             checkout.clone(),
         )
         .with_context(|| format!("serving feeds on {feeds_listen}"))?;

@@ -137,6 +137,28 @@ pub fn records_for(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The newest `limit` records of every kind (decisions and operator actions) with a
+/// sequence number below `before` (all when `None`), newest first.
+pub fn recent(
+    conn: &Connection,
+    limit: usize,
+    before: Option<i64>,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, sku, at_ms, record, hash FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![before.unwrap_or(i64::MAX), limit as i64], |row| {
+        Ok(AuditEntry {
+            seq: row.get(0)?,
+            sku: row.get(1)?,
+            at_ms: row.get(2)?,
+            record: row.get(3)?,
+            hash: row.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Verifies the audit chain of the control plane's database in `data_dir`, opened
 /// read-only (what `edgeprice audit verify` runs).
 pub fn verify_data_dir(data_dir: &std::path::Path) -> Result<VerifyReport, StoreError> {

@@ -18,6 +18,7 @@
 //! [`publish::InProcessEdge`] around the edge's snapshot store, and serve feeds with
 //! [`http::IngestServer::start`] on [`runtime::ControlPlane::ingestor`].
 
+pub mod admin;
 pub mod audit;
 pub mod checkout;
 pub mod feeds;
@@ -27,3 +28,11 @@ pub mod pipeline;
 pub mod publish;
 pub mod runtime;
 pub mod store;
+
+/// The wall clock, Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

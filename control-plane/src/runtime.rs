@@ -8,6 +8,7 @@
 //! Admin calls go to the pipeline thread over a channel, so one thread owns the
 //! pipeline's connection.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -19,6 +20,9 @@ use edgeprice_pricing::Sku;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
+use crate::admin::board::Board;
+use crate::admin::edges::EdgeProbe;
+use crate::pipeline::controls::Operations;
 use crate::pipeline::{BatchReport, DecisionRecord, Pipeline, PipelineConfig, PipelineError};
 use crate::publish::Publisher;
 use crate::store::{Ingestor, StoreError};
@@ -49,6 +53,9 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// An operator action for the pipeline thread; it gets the current time.
+type Operation = Box<dyn FnOnce(&mut dyn Operations, i64) + Send>;
+
 enum Command {
     Wake,
     Stop,
@@ -69,6 +76,63 @@ enum Command {
     Flush {
         reply_tx: mpsc::Sender<Result<BatchReport, PipelineError>>,
     },
+    /// An operator action, run on the pipeline thread with the current time.
+    Operate(Operation),
+}
+
+/// What the admin API needs of a running control plane; cheap to clone.
+#[derive(Clone)]
+pub struct ControlHandle {
+    commands_tx: mpsc::Sender<Command>,
+    ingestor: Arc<Ingestor>,
+    data_dir: PathBuf,
+    board: Arc<Board>,
+    edges: Arc<EdgeProbe>,
+}
+
+impl std::fmt::Debug for ControlHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlHandle")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlHandle {
+    /// Where accepted events go.
+    pub fn ingestor(&self) -> &Arc<Ingestor> {
+        &self.ingestor
+    }
+
+    /// The control plane's data directory (for read-only connections).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The admin read model.
+    pub fn board(&self) -> &Arc<Board> {
+        &self.board
+    }
+
+    /// The edges' metrics reader.
+    pub fn edges(&self) -> &Arc<EdgeProbe> {
+        &self.edges
+    }
+
+    /// Runs `action` on the pipeline thread and waits for its result (blocking: call
+    /// it from a blocking context).
+    pub fn operate<T: Send + 'static>(
+        &self,
+        action: impl FnOnce(&mut dyn Operations, i64) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        self.commands_tx
+            .send(Command::Operate(Box::new(move |ops, now_ms| {
+                let _ = reply_tx.send(action(ops, now_ms));
+            })))
+            .map_err(|_| StoreError::Stopped)?;
+        reply_rx.recv().map_err(|_| StoreError::Stopped)
+    }
 }
 
 /// A running control plane. Dropping it stops both threads after the work in hand.
@@ -78,14 +142,10 @@ pub struct ControlPlane {
     commands_tx: Option<mpsc::Sender<Command>>,
     pipeline_jh: Option<JoinHandle<()>>,
     data_dir: PathBuf,
+    board: Arc<Board>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::now_ms;
 
 impl ControlPlane {
     /// Starts ingestion and the pipeline over `config.data_dir`, publishing to
@@ -95,6 +155,7 @@ impl ControlPlane {
         publisher: P,
     ) -> Result<ControlPlane, PipelineError> {
         let mut pipeline = Pipeline::open(&config.data_dir, config.pipeline.clone(), publisher)?;
+        let board = pipeline.board();
         let (commands_tx, commands_rx) = mpsc::channel();
         let wake_tx = commands_tx.clone();
         // One wake-up in flight at a time: commits arriving while the pipeline works are
@@ -130,7 +191,20 @@ impl ControlPlane {
             commands_tx: Some(commands_tx),
             pipeline_jh: Some(pipeline_jh),
             data_dir: config.data_dir,
+            board,
         })
+    }
+
+    /// A handle for the admin API; `edges` are the addresses of the edges' HTTP
+    /// listeners (read for metrics).
+    pub fn handle(&self, edges: Vec<SocketAddr>) -> ControlHandle {
+        ControlHandle {
+            commands_tx: self.commands_tx.clone().expect("running"),
+            ingestor: self.ingestor(),
+            data_dir: self.data_dir.clone(),
+            board: Arc::clone(&self.board),
+            edges: Arc::new(EdgeProbe::new(edges)),
+        }
     }
 
     /// Where accepted events go (shared with the HTTP ingestion server).
@@ -219,7 +293,35 @@ fn run<P: Publisher>(
 ) {
     let mut next_reevaluation = std::time::Instant::now() + reevaluate_every;
     let process = |pipeline: &mut Pipeline<P>| {
-        let result = pipeline.process_all(now_ms());
+        if let Err(err) = pipeline.expire_overrides(now_ms()) {
+            error!(error = %err, "expiring overrides failed; it will be retried");
+        }
+        if pipeline.controls().pipeline_paused() {
+            // Paused by an operator: events stay accepted and pending.
+            return Ok(BatchReport {
+                version: pipeline.version(),
+                edge_in_sync: pipeline.edge_in_sync(),
+                ..BatchReport::default()
+            });
+        }
+        // Each batch reads the clock: events accepted while earlier batches ran must not
+        // be judged at an older time (a cost effective "now" would look scheduled).
+        let mut total = BatchReport::default();
+        let result = loop {
+            match pipeline.process_batch(now_ms()) {
+                Ok(report) => {
+                    total.events += report.events;
+                    total.decisions += report.decisions;
+                    total.published += report.published;
+                    total.version = report.version;
+                    total.edge_in_sync = report.edge_in_sync;
+                    if report.events == 0 {
+                        break Ok(total);
+                    }
+                }
+                Err(err) => break Err(err),
+            }
+        };
         if let Err(err) = &result {
             error!(error = %err, code = err.code(), "pipeline batch failed; it will be retried");
         }
@@ -227,7 +329,8 @@ fn run<P: Publisher>(
     };
     let _ = process(pipeline);
     loop {
-        if std::time::Instant::now() >= next_reevaluation {
+        if std::time::Instant::now() >= next_reevaluation && !pipeline.controls().pipeline_paused()
+        {
             if let Err(err) = pipeline.reevaluate(now_ms()) {
                 error!(error = %err, code = err.code(), "re-evaluation failed; it will be retried");
             }
@@ -259,6 +362,7 @@ fn run<P: Publisher>(
             }) => {
                 let _ = reply_tx.send(pipeline.decisions_for(&sku, limit));
             }
+            Ok(Command::Operate(action)) => action(pipeline, now_ms()),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = process(pipeline);
             }

@@ -17,16 +17,18 @@ use edgeprice_control::checkout::{
     Checkout, CheckoutConfig, CheckoutDeps, Faults, FnCoupons, SagaState,
 };
 use edgeprice_control::feeds::FeedKind;
-use edgeprice_control::http::{IngestHttpConfig, IngestServer};
+use edgeprice_control::http::{AdminToken, IngestHttpConfig, IngestServer};
 use edgeprice_control::publish::InProcessEdge;
 use edgeprice_control::runtime::{ControlPlane, RuntimeConfig};
 use edgeprice_control::store::{Outcome, Submission};
 use edgeprice_pricing::promo::{CouponRule, Totals};
 use edgeprice_pricing::quote::{Keyring, Quote, QuoteCoupon, QuoteLine};
 use edgeprice_pricing::{Currency, Dimension, Sku};
+use edgeprice_schemas::admin::Role;
 use edgeprice_server::SnapshotStore;
 
 const ADMIN: &str = "admin-token";
+const VIEWER: &str = "viewer-token";
 const PATIENCE: Duration = Duration::from_secs(20);
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
@@ -175,6 +177,9 @@ impl Plant {
                     ingestor: Some(control.ingestor()),
                     feed_db: Some(dir.join("control.db")),
                     kafka: None,
+                    gate: Some(edgeprice_control::checkout::kill_switch_gate(Arc::clone(
+                        control.handle(Vec::new()).board(),
+                    ))),
                 },
             )
             .unwrap(),
@@ -182,11 +187,21 @@ impl Plant {
         let server = IngestServer::start_with_checkout(
             IngestHttpConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
-                admin_token: Some(ADMIN.into()),
+                admin_tokens: vec![
+                    AdminToken {
+                        name: "ops".into(),
+                        token: ADMIN.into(),
+                        role: Role::Operator,
+                    },
+                    AdminToken {
+                        name: "watcher".into(),
+                        token: VIEWER.into(),
+                        role: Role::Viewer,
+                    },
+                ],
                 ..IngestHttpConfig::default()
             },
-            control.ingestor(),
-            dir,
+            control.handle(Vec::new()),
             Some(checkout.clone()),
         )
         .unwrap();
@@ -887,6 +902,40 @@ fn an_operator_closes_checkout_and_buyers_get_503_until_it_opens() {
     let stats = plant.admin("GET", "/v1/admin/checkout", "");
     assert_eq!(stats.body["stats"]["open"], true);
     assert_eq!(stats.body["stats"]["oversell"], 0);
+    let viewer = http(
+        plant.addr(),
+        "POST",
+        "/v1/admin/checkout/close",
+        &[("Authorization", &format!("Bearer {VIEWER}"))],
+        "{}",
+    );
+    assert_eq!(viewer.status, 403, "a viewer cannot close checkout");
+
+    // The admin API's kill switch closes checkout as well, and the metrics show it.
+    let engage = |engaged: bool| {
+        let body = serde_json::json!({"switch": {"kind": "checkout"}, "engaged": engaged, "reason": "fraud wave"});
+        let reply = plant.admin("POST", "/v1/admin/kill-switches", &body.to_string());
+        assert_eq!(reply.status, 200, "{reply:?}");
+    };
+    engage(true);
+    let token = plant.quote(Some("c2"), &[("O-1", 1, 100)], &[], 900_000);
+    let refused = plant.buy("o-2", &token);
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.body["error"]["code"], "checkout_closed");
+    assert!(refused.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("fraud wave"));
+    let metrics = plant.admin("GET", "/v1/admin/metrics", "");
+    assert_eq!(
+        metrics.body["checkout"]["open"], false,
+        "{:?}",
+        metrics.body
+    );
+    assert_eq!(metrics.body["checkout"]["orders_total"], 1);
+    assert_eq!(metrics.body["checkout"]["oversell"], 0);
+    engage(false);
+    assert_eq!(plant.buy("o-2", &token).status, 201);
 }
 
 #[test]

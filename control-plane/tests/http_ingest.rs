@@ -1,104 +1,23 @@
 //! Feeds over HTTP into a running control plane with an in-process edge: what a
 //! producer sees, and what reaches the edge.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod support;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edgeprice_control::audit;
 use edgeprice_control::feeds::FeedKind;
-use edgeprice_control::http::{FeedSource, IngestHttpConfig, IngestServer};
+use edgeprice_control::http::{AdminToken, FeedSource, IngestHttpConfig, IngestServer};
 use edgeprice_control::publish::InProcessEdge;
 use edgeprice_control::runtime::{ControlPlane, RuntimeConfig};
 use edgeprice_control::store::EventLog;
+use edgeprice_schemas::admin::Role;
 use edgeprice_server::SnapshotStore;
+use support::{edge_price, eventually, now_ms, post, post_ndjson, request};
 
 const POS_TOKEN: &str = "pos-token";
 const SCRAPER_TOKEN: &str = "scraper-token";
 const ADMIN_TOKEN: &str = "admin-token";
-
-struct Reply {
-    status: u16,
-    headers: String,
-    body: serde_json::Value,
-}
-
-/// One HTTP/1.1 request on a fresh connection.
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    content_type: &str,
-    body: &str,
-) -> Reply {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head[9..12].parse().unwrap();
-    Reply {
-        status,
-        headers: head.to_ascii_lowercase(),
-        body: serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    }
-}
-
-fn post(addr: SocketAddr, feed: &str, token: &str, body: &str) -> Reply {
-    request(
-        addr,
-        "POST",
-        &format!("/v1/feeds/{feed}"),
-        Some(token),
-        "application/json",
-        body,
-    )
-}
-
-fn post_ndjson(addr: SocketAddr, feed: &str, token: &str, lines: &[String]) -> Reply {
-    request(
-        addr,
-        "POST",
-        &format!("/v1/feeds/{feed}"),
-        Some(token),
-        "application/x-ndjson",
-        &lines.join("\n"),
-    )
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// Polls `check` until it holds, for at most five seconds.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn edge_price(edge: &SnapshotStore, sku: &str) -> Option<(i64, i64)> {
-    let guard = edge.load();
-    let snapshot = guard.as_ref()?;
-    let found = snapshot.entries().find(|e| e.key.sku.as_str() == sku);
-    found.map(|e| (e.price_minor, e.floor_minor))
-}
 
 struct Running {
     control: ControlPlane,
@@ -131,11 +50,14 @@ fn start(dir: &std::path::Path, edge: &Arc<SnapshotStore>) -> Running {
                     burst: 3,
                 },
             ],
-            admin_token: Some(ADMIN_TOKEN.into()),
+            admin_tokens: vec![AdminToken {
+                name: "ops".into(),
+                token: ADMIN_TOKEN.into(),
+                role: Role::Admin,
+            }],
             ..IngestHttpConfig::default()
         },
-        control.ingestor(),
-        control.data_dir().to_owned(),
+        control.handle(Vec::new()),
     )
     .unwrap();
     Running { control, server }

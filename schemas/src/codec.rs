@@ -130,6 +130,231 @@ pub struct DeltaData {
     pub promotions: Option<Arc<PromotionsDoc>>,
 }
 
+/// A price key borrowed from a decoded buffer or from a [`PriceKey`]; `*` where a
+/// dimension is any. Valid (checked when the buffer was parsed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRef<'a> {
+    pub sku: &'a str,
+    pub store: &'a str,
+    pub channel: &'a str,
+    pub segment: &'a str,
+}
+
+impl<'a> KeyRef<'a> {
+    pub fn of(key: &'a PriceKey) -> KeyRef<'a> {
+        KeyRef {
+            sku: key.sku.as_str(),
+            store: key.store.as_str(),
+            channel: key.channel.as_str(),
+            segment: key.segment.as_str(),
+        }
+    }
+}
+
+/// A promotion tag borrowed like [`EntryRef`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PromotionRef<'a> {
+    pub id: &'a str,
+    pub label: &'a str,
+    pub price_minor: i64,
+    pub starts_at_ms: i64,
+    pub ends_at_ms: i64,
+}
+
+/// A price entry borrowed from a decoded buffer or from a [`PriceEntry`]: what the
+/// edge builds its table from without copying strings it does not keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryRef<'a> {
+    pub key: KeyRef<'a>,
+    pub currency: Currency,
+    pub list_price_minor: i64,
+    pub price_minor: i64,
+    pub floor_minor: i64,
+    pub promotion: Option<PromotionRef<'a>>,
+    pub valid_from_ms: Option<i64>,
+    pub valid_until_ms: Option<i64>,
+    pub revision: u64,
+}
+
+impl<'a> EntryRef<'a> {
+    pub fn of(e: &'a PriceEntry) -> EntryRef<'a> {
+        EntryRef {
+            key: KeyRef::of(&e.key),
+            currency: e.currency,
+            list_price_minor: e.list_price_minor,
+            price_minor: e.price_minor,
+            floor_minor: e.floor_minor,
+            promotion: e.promotion.as_ref().map(|p| PromotionRef {
+                id: &p.id,
+                label: &p.label,
+                price_minor: p.price_minor,
+                starts_at_ms: p.starts_at_ms,
+                ends_at_ms: p.ends_at_ms,
+            }),
+            valid_from_ms: e.valid_from_ms,
+            valid_until_ms: e.valid_until_ms,
+            revision: e.revision,
+        }
+    }
+}
+
+/// A delta read in place: the buffer is verified and every entry and key validated
+/// when it is parsed, then entries are read straight from it (no `String` per key,
+/// no intermediate `DeltaData`). This is how the edge applies a delta it receives.
+#[derive(Debug, Clone)]
+pub struct DeltaView<'a> {
+    pub base_version: u64,
+    pub version: u64,
+    pub created_at_ms: i64,
+    /// A promotions document replacing the current one; `None` = unchanged.
+    pub promotions: Option<Arc<PromotionsDoc>>,
+    upserts: Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::PriceEntry<'a>>>>,
+    removals: Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::PriceKey<'a>>>>,
+}
+
+impl<'a> DeltaView<'a> {
+    /// Verifies and validates an encoded delta (the same checks as [`decode_delta`]).
+    pub fn parse(buf: &'a [u8]) -> Result<DeltaView<'a>, DecodeError> {
+        if !flatbuffers::buffer_has_identifier(buf, DELTA_ID, false) {
+            return Err(DecodeError::WrongKind {
+                expected: "snapshot delta",
+            });
+        }
+        let root = flatbuffers::root_with_opts::<fb::SnapshotDelta>(&verifier_options(), buf)?;
+        let view = DeltaView {
+            base_version: root.base_version(),
+            version: root.version(),
+            created_at_ms: root.created_at_ms(),
+            promotions: read_promotions(root.promotions_json())?,
+            upserts: root.upserts(),
+            removals: root.removals(),
+        };
+        // The quick checks find nothing in a good delta; on a bad entry the full
+        // decode of it reports the same error `decode_delta` would.
+        let mut currencies = CurrencyCache::default();
+        for (index, e) in view.upserts.iter().flatten().enumerate() {
+            let valid = read_entry_ref(index, e, &mut currencies).is_ok_and(|entry| {
+                validate_key_ref(&entry.key).is_ok() && entry_ref_is_valid(&entry)
+            });
+            if !valid {
+                read_entry(index, e)?;
+            }
+        }
+        for (index, k) in view.removals.iter().flatten().enumerate() {
+            if validate_key_ref(&read_key_ref(k)).is_err() {
+                read_key(k).map_err(|source| DecodeError::Key { index, source })?;
+            }
+        }
+        Ok(view)
+    }
+
+    /// The upserted entries, in delta order.
+    pub fn upserts(&self) -> impl ExactSizeIterator<Item = EntryRef<'a>> + '_ {
+        let mut currencies = CurrencyCache::default();
+        let list = self.upserts.unwrap_or_default();
+        (0..list.len()).map(move |index| {
+            read_entry_ref(index, list.get(index), &mut currencies)
+                .expect("entries were validated by DeltaView::parse")
+        })
+    }
+
+    /// The removed keys, in delta order.
+    pub fn removals(&self) -> impl ExactSizeIterator<Item = KeyRef<'a>> + '_ {
+        let list = self.removals.unwrap_or_default();
+        (0..list.len()).map(move |index| read_key_ref(list.get(index)))
+    }
+}
+
+/// Currencies are shared strings in an encoded buffer: a repeat is the same bytes at
+/// the same place, so the table lookup runs once per distinct code.
+#[derive(Default)]
+struct CurrencyCache {
+    last: Option<(*const u8, Currency)>,
+}
+
+impl CurrencyCache {
+    fn parse(&mut self, code: &str) -> Result<Currency, MoneyError> {
+        if let Some((at, currency)) = self.last {
+            if std::ptr::eq(at, code.as_ptr()) && code.len() == 3 {
+                return Ok(currency);
+            }
+        }
+        let currency = Currency::parse(code)?;
+        self.last = Some((code.as_ptr(), currency));
+        Ok(currency)
+    }
+}
+
+fn validate_key_ref(k: &KeyRef<'_>) -> Result<(), KeyError> {
+    edgeprice_pricing::key::validate("sku", k.sku)?;
+    for dim in [k.store, k.channel, k.segment] {
+        if dim != edgeprice_pricing::ANY {
+            edgeprice_pricing::key::validate("dimension", dim)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_dim_ref(value: Option<&str>) -> &str {
+    match value {
+        None | Some("") => edgeprice_pricing::ANY,
+        Some(v) => v,
+    }
+}
+
+fn read_key_ref(k: fb::PriceKey<'_>) -> KeyRef<'_> {
+    KeyRef {
+        sku: k.sku(),
+        store: read_dim_ref(k.store()),
+        channel: read_dim_ref(k.channel()),
+        segment: read_dim_ref(k.segment()),
+    }
+}
+
+fn read_entry_ref<'a>(
+    index: usize,
+    e: fb::PriceEntry<'a>,
+    currencies: &mut CurrencyCache,
+) -> Result<EntryRef<'a>, DecodeError> {
+    let currency = currencies
+        .parse(e.currency())
+        .map_err(|source| DecodeError::Currency { index, source })?;
+    Ok(EntryRef {
+        key: read_key_ref(e.key()),
+        currency,
+        list_price_minor: e.list_price_minor(),
+        price_minor: e.price_minor(),
+        floor_minor: e.floor_minor(),
+        promotion: e.promotion().map(|p| PromotionRef {
+            id: p.id(),
+            label: p.label().unwrap_or_default(),
+            price_minor: p.price_minor(),
+            starts_at_ms: p.starts_at_ms(),
+            ends_at_ms: p.ends_at_ms(),
+        }),
+        valid_from_ms: (e.valid_from_ms() != 0).then_some(e.valid_from_ms()),
+        valid_until_ms: (e.valid_until_ms() != 0).then_some(e.valid_until_ms()),
+        revision: e.revision(),
+    })
+}
+
+/// The checks of [`PriceEntry::validate`] on a borrowed entry.
+fn entry_ref_is_valid(e: &EntryRef<'_>) -> bool {
+    let window_ok = match (e.valid_from_ms, e.valid_until_ms) {
+        (Some(from), Some(until)) => until > from,
+        _ => true,
+    };
+    let promotion_ok = e
+        .promotion
+        .is_none_or(|p| p.price_minor >= 0 && p.ends_at_ms > p.starts_at_ms);
+    e.list_price_minor >= 0
+        && e.price_minor >= 0
+        && e.floor_minor >= 0
+        && e.price_minor >= e.floor_minor
+        && window_ok
+        && promotion_ok
+}
+
 fn verifier_options() -> VerifierOptions {
     VerifierOptions {
         max_depth: 64,
@@ -524,5 +749,72 @@ mod tests {
         });
         let err = decode_snapshot(&buf).unwrap_err();
         assert!(matches!(err, DecodeError::Entry { index: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn delta_views_read_what_decoding_reads_and_refuse_what_it_refuses() {
+        let mut removal = PriceKey::chain_wide(Sku::new("B").unwrap());
+        removal.store = Dimension::new("s1").unwrap();
+        let data = DeltaData {
+            base_version: 4,
+            version: 5,
+            created_at_ms: 9,
+            promotions: Some(doc(1_000)),
+            upserts: vec![
+                entry("A", "s2", 10, true),
+                entry("B", "*", 20, false),
+                entry("C", "s2", 30, false),
+            ],
+            removals: vec![removal],
+        };
+        let buf = encode_delta(&data);
+        let view = DeltaView::parse(&buf).unwrap();
+        assert_eq!(
+            (view.base_version, view.version, view.created_at_ms),
+            (4, 5, 9)
+        );
+        assert_eq!(view.promotions, data.promotions);
+        assert_eq!(
+            view.upserts().collect::<Vec<_>>(),
+            data.upserts.iter().map(EntryRef::of).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            view.removals().collect::<Vec<_>>(),
+            data.removals.iter().map(KeyRef::of).collect::<Vec<_>>()
+        );
+
+        let mut below_floor = data.clone();
+        below_floor.upserts[2].floor_minor = 1_000;
+        let buf = encode_delta(&below_floor);
+        let err = DeltaView::parse(&buf).unwrap_err();
+        assert!(matches!(err, DecodeError::Entry { index: 2, .. }), "{err}");
+        assert_eq!(err.to_string(), decode_delta(&buf).unwrap_err().to_string());
+
+        let mut bad_currency = encode_delta(&DeltaData {
+            promotions: None,
+            ..data.clone()
+        });
+        let at = bad_currency
+            .windows(3)
+            .position(|w| w == b"EUR")
+            .expect("currency in the buffer");
+        bad_currency[at..at + 3].copy_from_slice(b"XQZ");
+        let err = DeltaView::parse(&bad_currency).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::Currency { index: 0, .. }),
+            "{err}"
+        );
+
+        let cut = &buf[..buf.len() / 2];
+        assert!(DeltaView::parse(cut).is_err());
+        assert!(matches!(
+            DeltaView::parse(&encode_snapshot(&SnapshotData {
+                version: 1,
+                created_at_ms: 0,
+                promotions: None,
+                entries: vec![],
+            })),
+            Err(DecodeError::WrongKind { .. })
+        ));
     }
 }

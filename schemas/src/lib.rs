@@ -11,6 +11,7 @@ pub mod generated {
     include!("generated/price_generated.rs");
 }
 
+pub mod admin;
 pub mod codec;
 
 pub use generated::edgeprice::fb;

@@ -1,33 +1,41 @@
 //! The immutable, versioned price table the edge serves from.
 //!
 //! Layout: SKUs are hashed (fixed-seed ahash) into `2^k` shards chosen from the top bits
-//! of the hash; a shard is a slice of `Arc<SkuPrices>` sorted by `(hash, sku)`; a
-//! `SkuPrices` holds every variant (store × channel × segment) of one SKU, sorted most
-//! specific first so the first match is the answer (see `edgeprice_pricing::key` for the
-//! fallback order). Store, channel and segment names are interned into a [`Dictionary`]
-//! so a variant is three `u32`s and a request resolves its dimensions once.
+//! of the hash; a shard is a slice of slots `(hash, record)` sorted by `(hash, sku)`; a
+//! record ([`SkuPrices`]) holds every variant (store × channel × segment) of one SKU,
+//! sorted most specific first so the first match is the answer (see
+//! `edgeprice_pricing::key` for the fallback order). Store, channel and segment names are
+//! interned into a [`Dictionary`] so a variant is three `u32`s and a request resolves its
+//! dimensions once.
 //!
 //! A delta produces the next version by structural sharing: the shard table is copied
-//! (one pointer per shard), only shards containing a changed SKU are rebuilt, and inside
-//! them only the changed `SkuPrices` are new — every other `Arc` is shared with the
-//! previous version. A 10,000-entry delta on a 1,000,000-entry table therefore touches
-//! about 1% of the data.
+//! (one plain pointer per shard, a memcpy), only shards containing a changed SKU are
+//! rebuilt, and inside them only the changed records are new — every other shard and
+//! record is shared with the previous version. Shared parts carry no reference count:
+//! the versions made from one another own them together and free what a version
+//! replaced once no older version is alive (see [`Lineage`]), so a 10,000-entry delta
+//! on a 1,000,000-entry table touches the memory of about 10,000 records and shards, and
+//! nothing else.
 //!
 //! A snapshot also holds its compiled promotions ([`SnapshotPromotions`]): compiled
 //! once, on the writer thread, when a snapshot or delta brings a promotions document,
 //! and shared (one `Arc`) by every later version that does not replace it.
 //!
-//! Nothing here does I/O or takes a lock; lookups do not allocate.
+//! Nothing here does I/O; lookups take no lock and do not allocate (building and
+//! dropping versions take the lineage's mutex, on the writer thread).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ahash::RandomState;
 use chrono_tz::Tz;
 use edgeprice_pricing::key::specificity;
 use edgeprice_pricing::promo::{shelf_price, CartContext, CartLine, PromotionSet};
 use edgeprice_pricing::{Currency, Dimension, PriceEntry, PriceKey, PromotionTag, Sku, ANY};
-use edgeprice_schemas::codec::{DeltaData, PromotionsDoc, SnapshotData};
+use edgeprice_schemas::codec::{
+    DeltaData, DeltaView, EntryRef, KeyRef, PromotionRef, PromotionsDoc, SnapshotData,
+};
 
 /// Seeds for SKU hashing. Fixed so shard placement is stable within a process and
 /// across versions (structural sharing relies on it); lookup keys come from clients but
@@ -252,10 +260,6 @@ impl Dictionary {
     pub fn name(&self, id: u32) -> &str {
         &self.names[id as usize]
     }
-
-    fn contains_all<'a>(&self, mut names: impl Iterator<Item = &'a str>) -> bool {
-        names.all(|n| self.ids.contains_key(n))
-    }
 }
 
 /// A promotion as the edge holds it; id and label are also kept pre-escaped for JSON
@@ -349,8 +353,9 @@ impl Variant {
     }
 }
 
-/// All variants of one SKU, most specific first.
-#[derive(Debug)]
+/// All variants of one SKU, most specific first. Never changed once a version holds
+/// it; owned by the lineage of versions that share it (see [`Lineage`]).
+#[derive(Debug, Clone)]
 pub struct SkuPrices {
     pub hash: u64,
     pub sku: Box<str>,
@@ -359,14 +364,7 @@ pub struct SkuPrices {
 
 impl SkuPrices {
     fn new(hash: u64, sku: Box<str>, mut variants: Vec<Variant>) -> SkuPrices {
-        // Stable order: rank descending, then ids, so equal inputs build equal tables.
-        variants.sort_by(|a, b| {
-            b.rank()
-                .cmp(&a.rank())
-                .then(a.store.cmp(&b.store))
-                .then(a.channel.cmp(&b.channel))
-                .then(a.segment.cmp(&b.segment))
-        });
+        sort_variants(&mut variants);
         SkuPrices {
             hash,
             sku,
@@ -375,16 +373,184 @@ impl SkuPrices {
     }
 }
 
-#[derive(Debug, Default)]
-struct Shard {
-    skus: Box<[Arc<SkuPrices>]>,
+/// Stable order: rank descending, then ids, so equal inputs build equal tables.
+fn sort_variants(variants: &mut [Variant]) {
+    variants.sort_by(|a, b| {
+        b.rank()
+            .cmp(&a.rank())
+            .then(a.store.cmp(&b.store))
+            .then(a.channel.cmp(&b.channel))
+            .then(a.segment.cmp(&b.segment))
+    });
 }
 
-impl Shard {
-    #[inline]
-    fn find(&self, hash: u64, sku: &str) -> Result<usize, usize> {
-        self.skus
-            .binary_search_by(|s| s.hash.cmp(&hash).then_with(|| (*s.sku).cmp(sku)))
+/// One SKU of a shard: its hash next to the record, so searching a shard and copying
+/// it never touch the records of SKUs a delta leaves alone.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    hash: u64,
+    prices: NonNull<SkuPrices>,
+}
+
+/// A shard: slots sorted by `(hash, sku)`, one boxed slice owned by the lineage.
+type ShardPtr = NonNull<[Slot]>;
+
+fn leak_record(record: SkuPrices) -> NonNull<SkuPrices> {
+    #[cfg(test)]
+    tests::LIVE_RECORDS.with(|n| n.set(n.get() + 1));
+    NonNull::from(Box::leak(Box::new(record)))
+}
+
+fn leak_shard(slots: Vec<Slot>) -> ShardPtr {
+    NonNull::from(Box::leak(slots.into_boxed_slice()))
+}
+
+/// # Safety
+/// `record` came from [`leak_record`], is freed once, and no version can reach it.
+unsafe fn free_record(record: NonNull<SkuPrices>) {
+    #[cfg(test)]
+    tests::LIVE_RECORDS.with(|n| n.set(n.get() - 1));
+    // SAFETY: per the contract, this is the unique owner of a leaked box.
+    drop(unsafe { Box::from_raw(record.as_ptr()) });
+}
+
+/// # Safety
+/// `shard` came from [`leak_shard`], is freed once, and no version can reach it.
+unsafe fn free_shard(shard: ShardPtr) {
+    // SAFETY: per the contract, this is the unique owner of a leaked box.
+    drop(unsafe { Box::from_raw(shard.as_ptr()) });
+}
+
+/// Shards and records one version had and its successor does not: freed once no
+/// version older than the successor is alive.
+#[derive(Debug)]
+struct Retired {
+    /// Generation of the version that replaced them.
+    gen: u64,
+    shards: Vec<ShardPtr>,
+    records: Vec<NonNull<SkuPrices>>,
+}
+
+impl Retired {
+    /// # Safety
+    /// No version that can reach these is alive, and they are freed only here.
+    unsafe fn free(self) {
+        for record in self.records {
+            // SAFETY: forwarded from the caller.
+            unsafe { free_record(record) };
+        }
+        for shard in self.shards {
+            // SAFETY: forwarded from the caller.
+            unsafe { free_shard(shard) };
+        }
+    }
+}
+
+/// Shards and records the newest transition created, kept so that dropping the newest
+/// version while its base is alive (a delta built but not persisted) gives them back.
+#[derive(Debug)]
+struct Born {
+    gen: u64,
+    base_gen: u64,
+    shards: Vec<ShardPtr>,
+    records: Vec<NonNull<SkuPrices>>,
+}
+
+/// Who owns the shards and records that versions share.
+///
+/// Versions made from one another by [`Snapshot::apply`] form a lineage and share
+/// shards and records by plain pointer: there is no reference count per shard or
+/// record, so a delta costs what it changes, not the size of the table. (With an
+/// `Arc` per shard and per record, a 10,000-entry delta on 1.1M entries bumped and
+/// later dropped ~65k shard counts and ~17k counts of records next to the changed
+/// ones — each a cache miss behind a locked instruction — which was most of its CPU.)
+///
+/// The lineage frees instead, by generation: every version has a generation number,
+/// increasing along the chain. When version `g` is made from `g - 1`, what `g - 1`
+/// had and `g` does not is retired under `g`; a version newer than `g` never holds it,
+/// so it is freed once no version older than `g` is alive. Only the newest version (the
+/// tip) may be extended, which keeps the chain straight; applying a delta to an older
+/// version first copies it into a lineage of its own. When the tip is dropped while its
+/// base is alive, the transition is undone (what it created is freed, what it retired
+/// is the base's again) and the base is the tip again. Whatever the last tip could
+/// reach is freed with the lineage, when its last version goes.
+///
+/// The mutex is taken by `apply` and by dropping a version — both on the store's
+/// writer thread — never by lookups.
+#[derive(Debug)]
+struct Lineage {
+    state: Mutex<LineageState>,
+}
+
+#[derive(Debug)]
+struct LineageState {
+    next_gen: u64,
+    /// The newest version (alive or not).
+    tip: u64,
+    /// Generations of the versions not yet dropped.
+    live: BTreeSet<u64>,
+    /// Oldest first.
+    retired: VecDeque<Retired>,
+    /// What the transition into `tip` created.
+    tip_born: Option<Born>,
+    /// The table of a dropped tip that could not be undone; freed with the lineage.
+    orphan: Option<Box<[ShardPtr]>>,
+}
+
+// SAFETY: the pointers are to `Slot`s and `SkuPrices` (Send + Sync data) owned by the
+// lineage and only freed under its mutex, by the rules above.
+unsafe impl Send for LineageState {}
+
+impl Lineage {
+    /// A new lineage whose first version has generation 1.
+    fn new() -> Arc<Lineage> {
+        Arc::new(Lineage {
+            state: Mutex::new(LineageState {
+                next_gen: 2,
+                tip: 1,
+                live: BTreeSet::from([1]),
+                retired: VecDeque::new(),
+                tip_born: None,
+                orphan: None,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LineageState> {
+        // A panic mid-apply leaves at worst unreachable memory; the rules still hold.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl LineageState {
+    /// Frees what only dropped versions could reach.
+    fn release(&mut self) {
+        let oldest_live = self.live.first().copied().unwrap_or(u64::MAX);
+        while self.retired.front().is_some_and(|r| r.gen <= oldest_live) {
+            let retired = self.retired.pop_front().expect("checked");
+            // SAFETY: every version that could reach these is older than `gen` and none
+            // of those is alive; a retired item is in exactly one list.
+            unsafe { retired.free() };
+        }
+    }
+}
+
+impl Drop for Lineage {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for retired in state.retired.drain(..) {
+            // SAFETY: no version of the lineage is left.
+            unsafe { retired.free() };
+        }
+        if let Some(table) = state.orphan.take() {
+            for shard in table.iter() {
+                // SAFETY: no version is left; what the last tip reaches was never retired.
+                for slot in unsafe { shard.as_ref() } {
+                    unsafe { free_record(slot.prices) };
+                }
+                unsafe { free_shard(*shard) };
+            }
+        }
     }
 }
 
@@ -410,17 +576,122 @@ pub struct Resolved<'s> {
 }
 
 /// An immutable price table at one version.
-#[derive(Debug)]
 pub struct Snapshot {
     version: u64,
     created_at_ms: i64,
     dict: Arc<Dictionary>,
-    shards: Box<[Arc<Shard>]>,
+    /// Owned by `lineage`, valid while this version is alive.
+    shards: Box<[ShardPtr]>,
     /// `hash >> shard_shift` is the shard index.
     shard_shift: u32,
     entry_count: usize,
     sku_count: usize,
     promotions: Option<Arc<SnapshotPromotions>>,
+    lineage: Arc<Lineage>,
+    gen: u64,
+}
+
+// SAFETY: a version is immutable; what its pointers reach is immutable too and is
+// freed only once no version that can reach it is alive (see `Lineage`).
+unsafe impl Send for Snapshot {}
+unsafe impl Sync for Snapshot {}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("version", &self.version)
+            .field("entries", &self.entry_count)
+            .field("skus", &self.sku_count)
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let mut state = self.lineage.lock();
+        state.live.remove(&self.gen);
+        if state.tip == self.gen {
+            match state.tip_born.take() {
+                Some(born) if born.gen == self.gen && state.live.contains(&born.base_gen) => {
+                    // Undo the transition: the base is the tip again.
+                    if state.retired.back().is_some_and(|r| r.gen == self.gen) {
+                        state.retired.pop_back();
+                    }
+                    // SAFETY: only this version (the tip) could reach what its
+                    // transition created, and it is going.
+                    unsafe {
+                        Retired {
+                            gen: born.gen,
+                            shards: born.shards,
+                            records: born.records,
+                        }
+                        .free()
+                    };
+                    state.tip = born.base_gen;
+                }
+                _ => state.orphan = Some(std::mem::take(&mut self.shards)),
+            }
+        }
+        state.release();
+    }
+}
+
+/// Interns the dimensions of the entries of one update. Repeated names in an encoded
+/// buffer are one shared string, so a hit on the same bytes skips hashing.
+struct Interner<'d> {
+    base: &'d Dictionary,
+    grown: Option<Dictionary>,
+    recent: [(usize, usize, u32); 3],
+}
+
+impl<'d> Interner<'d> {
+    fn new(base: &'d Dictionary) -> Interner<'d> {
+        Interner {
+            base,
+            grown: None,
+            recent: [(0, 0, ANY_ID); 3],
+        }
+    }
+
+    #[inline]
+    fn id(&mut self, position: usize, name: &str) -> u32 {
+        if name == ANY {
+            return ANY_ID;
+        }
+        let (at, len, id) = self.recent[position];
+        if at == name.as_ptr() as usize && len == name.len() {
+            return id;
+        }
+        let id = match self.base.lookup(name) {
+            Some(id) => id,
+            None => self
+                .grown
+                .get_or_insert_with(|| self.base.clone())
+                .intern(name),
+        };
+        self.recent[position] = (name.as_ptr() as usize, name.len(), id);
+        id
+    }
+
+    fn variant<'a>(
+        &mut self,
+        promos: &mut PromoCache<'a>,
+        e: &EntryRef<'a>,
+        revision: Option<u64>,
+    ) -> Variant {
+        let (store, channel, segment) = (
+            self.id(0, e.key.store),
+            self.id(1, e.key.channel),
+            self.id(2, e.key.segment),
+        );
+        Variant {
+            store,
+            channel,
+            segment,
+            entry: entry_from(promos, e, revision),
+        }
+    }
 }
 
 impl Snapshot {
@@ -430,14 +701,15 @@ impl Snapshot {
             .promotions
             .map(|doc| SnapshotPromotions::compile(doc).map(Arc::new))
             .transpose()?;
-        let mut dict = Dictionary::new();
+        let empty = Dictionary::new();
+        let mut interner = Interner::new(&empty);
         let hasher = hasher();
-        let mut rows: Vec<(u64, PriceEntry)> = data
+        let mut rows: Vec<(u64, EntryRef<'_>)> = data
             .entries
-            .into_iter()
-            .map(|e| (hasher.hash_one(e.key.sku.as_str()), e))
+            .iter()
+            .map(|e| (hasher.hash_one(e.key.sku.as_str()), EntryRef::of(e)))
             .collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key.sku.cmp(&b.1.key.sku)));
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key.sku.cmp(b.1.key.sku)));
 
         let sku_count = count_groups(&rows);
         let shard_bits = (sku_count / SKUS_PER_SHARD)
@@ -445,41 +717,50 @@ impl Snapshot {
             .next_power_of_two()
             .trailing_zeros();
         let shard_shift = 64 - shard_bits;
-        let mut shard_lists: Vec<Vec<Arc<SkuPrices>>> =
+        let mut shard_lists: Vec<Vec<Slot>> =
             (0..1usize << shard_bits).map(|_| Vec::new()).collect();
 
         let entry_count = rows.len();
         let mut promos = promo_cache();
+        let mut records = Vec::with_capacity(sku_count);
         let mut rows = rows.into_iter().peekable();
+        let mut failed = None;
         while let Some((hash, first)) = rows.next() {
-            let (sku, first) = variant_from(&mut |n| dict.intern(n), &mut promos, first, None);
-            let sku: Box<str> = String::from(sku).into_boxed_str();
-            let mut variants = vec![first];
-            while let Some((_, next)) =
-                rows.next_if(|(h, e)| *h == hash && e.key.sku.as_str() == &*sku)
-            {
-                let (_, variant) = variant_from(&mut |n| dict.intern(n), &mut promos, next, None);
+            let sku = first.key.sku;
+            let mut variants = vec![interner.variant(&mut promos, &first, None)];
+            while let Some((_, next)) = rows.next_if(|(h, e)| *h == hash && e.key.sku == sku) {
+                let variant = interner.variant(&mut promos, &next, None);
                 if variants.iter().any(|v| v.same_key(&variant)) {
-                    return Err(SnapshotError::DuplicateKey(format!(
+                    let dict = interner.grown.as_ref().unwrap_or(&empty);
+                    failed = Some(SnapshotError::DuplicateKey(format!(
                         "{sku}@{}/{}/{}",
                         dict.name(variant.store),
                         dict.name(variant.channel),
                         dict.name(variant.segment)
                     )));
+                    break;
                 }
                 variants.push(variant);
             }
-            let index = shard_index(hash, shard_shift);
-            shard_lists[index].push(Arc::new(SkuPrices::new(hash, sku, variants)));
+            if failed.is_some() {
+                break;
+            }
+            let record = leak_record(SkuPrices::new(hash, sku.into(), variants));
+            records.push(record);
+            shard_lists[shard_index(hash, shard_shift)].push(Slot {
+                hash,
+                prices: record,
+            });
         }
-        let shards = shard_lists
-            .into_iter()
-            .map(|skus| {
-                Arc::new(Shard {
-                    skus: skus.into_boxed_slice(),
-                })
-            })
-            .collect();
+        if let Some(err) = failed {
+            for record in records {
+                // SAFETY: just made, reachable from nothing else.
+                unsafe { free_record(record) };
+            }
+            return Err(err);
+        }
+        let shards = shard_lists.into_iter().map(leak_shard).collect();
+        let dict = interner.grown.take().unwrap_or(empty);
         Ok(Snapshot {
             version: data.version,
             created_at_ms: data.created_at_ms,
@@ -489,125 +770,290 @@ impl Snapshot {
             entry_count,
             sku_count,
             promotions,
+            lineage: Lineage::new(),
+            gen: 1,
         })
     }
 
     /// The next version: this table with `delta` applied. Untouched shards and SKUs are
     /// shared with `self`. Upserted entries get `revision = delta.version`.
     pub fn apply(&self, delta: DeltaData) -> Result<Snapshot, SnapshotError> {
-        if delta.base_version != self.version {
+        self.apply_parts(
+            DeltaHead {
+                base_version: delta.base_version,
+                version: delta.version,
+                created_at_ms: delta.created_at_ms,
+                promotions: delta.promotions.clone(),
+            },
+            delta.upserts.iter().map(EntryRef::of),
+            delta.removals.iter().map(KeyRef::of),
+        )
+    }
+
+    /// [`Snapshot::apply`] reading the delta in place from its encoded buffer.
+    pub fn apply_view(&self, delta: &DeltaView<'_>) -> Result<Snapshot, SnapshotError> {
+        self.apply_parts(
+            DeltaHead {
+                base_version: delta.base_version,
+                version: delta.version,
+                created_at_ms: delta.created_at_ms,
+                promotions: delta.promotions.clone(),
+            },
+            delta.upserts(),
+            delta.removals(),
+        )
+    }
+
+    fn apply_parts<'a>(
+        &self,
+        head: DeltaHead,
+        upserts: impl ExactSizeIterator<Item = EntryRef<'a>>,
+        removals: impl ExactSizeIterator<Item = KeyRef<'a>>,
+    ) -> Result<Snapshot, SnapshotError> {
+        if head.base_version != self.version {
             return Err(SnapshotError::VersionConflict {
-                base: delta.base_version,
+                base: head.base_version,
                 current: self.version,
             });
         }
-        if delta.version <= delta.base_version {
+        if head.version <= head.base_version {
             return Err(SnapshotError::NotAdvancing {
-                base: delta.base_version,
-                version: delta.version,
+                base: head.base_version,
+                version: head.version,
             });
         }
-        let promotions = match delta.promotions {
-            Some(doc) => Some(Arc::new(SnapshotPromotions::compile(doc)?)),
+        let promotions = match &head.promotions {
+            Some(doc) => Some(Arc::new(SnapshotPromotions::compile(Arc::clone(doc))?)),
             None => self.promotions.clone(),
         };
-
-        // Copy the dictionary only when the delta names something new.
-        let upsert_dims = delta.upserts.iter().flat_map(|e| {
-            [
-                e.key.store.as_str(),
-                e.key.channel.as_str(),
-                e.key.segment.as_str(),
-            ]
-        });
-        let mut grown = (!self.dict.contains_all(upsert_dims)).then(|| (*self.dict).clone());
-
-        // Changes grouped by SKU, SKUs grouped by shard.
-        let hasher = hasher();
-        let mut changes: Vec<(u64, Change)> =
-            Vec::with_capacity(delta.upserts.len() + delta.removals.len());
-        let mut promos = promo_cache();
-        for entry in delta.upserts {
-            let hash = hasher.hash_one(entry.key.sku.as_str());
-            let (sku, variant) = match &mut grown {
-                Some(dict) => variant_from(
-                    &mut |n| dict.intern(n),
-                    &mut promos,
-                    entry,
-                    Some(delta.version),
-                ),
-                None => variant_from(
-                    &mut |n| self.dict.lookup(n).expect("checked by contains_all"),
-                    &mut promos,
-                    entry,
-                    Some(delta.version),
-                ),
-            };
-            changes.push((
-                hash,
-                Change {
-                    sku,
-                    op: Op::Upsert(variant),
-                },
-            ));
+        let mut state = self.lineage.lock();
+        if state.tip != self.gen {
+            // Not the newest version of its lineage: extend a copy of it instead.
+            drop(state);
+            let copy = self.detached();
+            return copy.apply_parts(head, upserts, removals);
         }
-        let dict = grown
-            .map(Arc::new)
-            .unwrap_or_else(|| Arc::clone(&self.dict));
-        for key in delta.removals {
-            let hash = hasher.hash_one(key.sku.as_str());
+
+        // Changes, then their order: by SKU hash (so by shard), SKU, then delta order
+        // (upserts before removals).
+        let hasher = hasher();
+        let mut interner = Interner::new(&self.dict);
+        let mut promos = promo_cache();
+        let mut changes: Vec<Change<'a>> = Vec::with_capacity(upserts.len() + removals.len());
+        for e in upserts {
+            let variant = interner.variant(&mut promos, &e, Some(head.version));
+            changes.push(Change {
+                hash: hasher.hash_one(e.key.sku),
+                sku: e.key.sku,
+                op: Some(Op::Upsert(variant)),
+            });
+        }
+        let dict = match interner.grown.take() {
+            Some(grown) => Arc::new(grown),
+            None => Arc::clone(&self.dict),
+        };
+        for key in removals {
             // A removal naming a dimension the table never had removes nothing.
             let ids = (
-                dict.lookup(key.store.as_str()),
-                dict.lookup(key.channel.as_str()),
-                dict.lookup(key.segment.as_str()),
+                dict.lookup(key.store),
+                dict.lookup(key.channel),
+                dict.lookup(key.segment),
             );
             if let (Some(store), Some(channel), Some(segment)) = ids {
-                changes.push((
-                    hash,
-                    Change {
-                        sku: key.sku,
-                        op: Op::Remove {
-                            store,
-                            channel,
-                            segment,
-                        },
-                    },
-                ));
+                changes.push(Change {
+                    hash: hasher.hash_one(key.sku),
+                    sku: key.sku,
+                    op: Some(Op::Remove {
+                        store,
+                        channel,
+                        segment,
+                    }),
+                });
             }
         }
-        // Stable sort: for the same SKU, upserts keep delta order, then removals.
-        changes.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.sku.cmp(&b.1.sku)));
+        let mut order: Vec<(u64, u32)> = changes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.hash, i as u32))
+            .collect();
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| changes[a.1 as usize].sku.cmp(changes[b.1 as usize].sku))
+                .then(a.1.cmp(&b.1))
+        });
 
+        let gen = state.next_gen;
+        let mut retired = Retired {
+            gen,
+            shards: Vec::new(),
+            records: Vec::new(),
+        };
+        let mut born = Born {
+            gen,
+            base_gen: self.gen,
+            shards: Vec::new(),
+            records: Vec::new(),
+        };
         let mut shards = self.shards.clone();
         let mut entry_count = self.entry_count as isize;
         let mut sku_count = self.sku_count as isize;
         let mut start = 0;
-        while start < changes.len() {
-            let index = shard_index(changes[start].0, self.shard_shift);
+        while start < order.len() {
+            let index = shard_index(order[start].0, self.shard_shift);
             let end = start
-                + changes[start..]
+                + order[start..]
                     .iter()
                     .take_while(|(h, _)| shard_index(*h, self.shard_shift) == index)
                     .count();
-            let (new_shard, d_entries, d_skus) =
-                rebuild_shard(&self.shards[index], &changes[start..end]);
-            shards[index] = Arc::new(new_shard);
-            entry_count += d_entries;
-            sku_count += d_skus;
+            let mut slots = self.shard(index).to_vec();
+            let mut group = start;
+            while group < end {
+                let (hash, first) = order[group];
+                let sku = changes[first as usize].sku;
+                let group_end = group
+                    + order[group..end]
+                        .iter()
+                        .take_while(|(h, i)| *h == hash && changes[*i as usize].sku == sku)
+                        .count();
+                let position = slots.binary_search_by(|s| {
+                    s.hash
+                        .cmp(&hash)
+                        .then_with(|| self.record(s).sku.as_ref().cmp(sku))
+                });
+                let mut variants: Vec<Variant> = match position {
+                    Ok(i) => self.record(&slots[i]).variants.to_vec(),
+                    Err(_) => Vec::with_capacity(group_end - group),
+                };
+                let before = variants.len() as isize;
+                let mut added = false;
+                for &(_, i) in &order[group..group_end] {
+                    match changes[i as usize]
+                        .op
+                        .take()
+                        .expect("each change is used once")
+                    {
+                        Op::Upsert(variant) => {
+                            match variants.iter_mut().find(|v| v.same_key(&variant)) {
+                                Some(existing) => *existing = variant,
+                                None => {
+                                    variants.push(variant);
+                                    added = true;
+                                }
+                            }
+                        }
+                        Op::Remove {
+                            store,
+                            channel,
+                            segment,
+                        } => variants.retain(|v| {
+                            !(v.store == store && v.channel == channel && v.segment == segment)
+                        }),
+                    }
+                }
+                entry_count += variants.len() as isize - before;
+                if added {
+                    sort_variants(&mut variants);
+                }
+                let record = (!variants.is_empty()).then(|| {
+                    let record = leak_record(SkuPrices {
+                        hash,
+                        sku: sku.into(),
+                        variants: variants.into_boxed_slice(),
+                    });
+                    born.records.push(record);
+                    record
+                });
+                match (position, record) {
+                    (Ok(i), None) => {
+                        retired.records.push(slots.remove(i).prices);
+                        sku_count -= 1;
+                    }
+                    (Ok(i), Some(record)) => {
+                        retired.records.push(slots[i].prices);
+                        slots[i].prices = record;
+                    }
+                    (Err(i), Some(record)) => {
+                        slots.insert(
+                            i,
+                            Slot {
+                                hash,
+                                prices: record,
+                            },
+                        );
+                        sku_count += 1;
+                    }
+                    (Err(_), None) => {}
+                }
+                group = group_end;
+            }
+            let shard = leak_shard(slots);
+            retired.shards.push(self.shards[index]);
+            born.shards.push(shard);
+            shards[index] = shard;
             start = end;
         }
         debug_assert!(entry_count >= 0 && sku_count >= 0);
+        state.next_gen += 1;
+        state.tip = gen;
+        state.live.insert(gen);
+        state.retired.push_back(retired);
+        state.tip_born = Some(born);
+        drop(state);
         Ok(Snapshot {
-            version: delta.version,
-            created_at_ms: delta.created_at_ms,
+            version: head.version,
+            created_at_ms: head.created_at_ms,
             dict,
             shards,
             shard_shift: self.shard_shift,
             entry_count: entry_count as usize,
             sku_count: sku_count as usize,
             promotions,
+            lineage: Arc::clone(&self.lineage),
+            gen,
         })
+    }
+
+    /// A copy of this version (every record copied) as the first of a new lineage.
+    fn detached(&self) -> Snapshot {
+        let shards = (0..self.shards.len())
+            .map(|index| {
+                leak_shard(
+                    self.shard(index)
+                        .iter()
+                        .map(|slot| Slot {
+                            hash: slot.hash,
+                            prices: leak_record(self.record(slot).clone()),
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        Snapshot {
+            version: self.version,
+            created_at_ms: self.created_at_ms,
+            dict: Arc::clone(&self.dict),
+            shards,
+            shard_shift: self.shard_shift,
+            entry_count: self.entry_count,
+            sku_count: self.sku_count,
+            promotions: self.promotions.clone(),
+            lineage: Lineage::new(),
+            gen: 1,
+        }
+    }
+
+    #[inline]
+    fn shard(&self, index: usize) -> &[Slot] {
+        // SAFETY: the lineage frees a shard only once no version that holds it is
+        // alive, and `self` holds it.
+        unsafe { self.shards[index].as_ref() }
+    }
+
+    /// The record of a slot of one of this version's shards.
+    #[inline]
+    fn record(&self, slot: &Slot) -> &SkuPrices {
+        // SAFETY: as for `shard`: `self` holds the record while it is borrowed.
+        unsafe { slot.prices.as_ref() }
     }
 
     pub fn version(&self) -> u64 {
@@ -670,8 +1116,15 @@ impl Snapshot {
     #[inline]
     pub fn sku(&self, sku: &str) -> Option<&SkuPrices> {
         let hash = sku_hash(sku);
-        let shard = &self.shards[shard_index(hash, self.shard_shift)];
-        shard.find(hash, sku).ok().map(|i| &*shard.skus[i])
+        let slots = self.shard(shard_index(hash, self.shard_shift));
+        slots
+            .binary_search_by(|s| {
+                s.hash
+                    .cmp(&hash)
+                    .then_with(|| (*self.record(s).sku).cmp(sku))
+            })
+            .ok()
+            .map(|i| self.record(&slots[i]))
     }
 
     /// The most specific variant of `sku` matching `query` and effective at `now_ms`.
@@ -710,10 +1163,9 @@ impl Snapshot {
 
     /// Every entry, as domain values (for persisting and exporting; not a hot path).
     pub fn entries(&self) -> impl ExactSizeIterator<Item = PriceEntry> + '_ {
-        let iter = self
-            .shards
-            .iter()
-            .flat_map(|shard| shard.skus.iter())
+        let iter = (0..self.shards.len())
+            .flat_map(move |index| self.shard(index).iter())
+            .map(move |slot| self.record(slot))
             .flat_map(move |prices| {
                 prices
                     .variants
@@ -791,31 +1243,26 @@ fn shard_index(hash: u64, shift: u32) -> usize {
     hash.checked_shr(shift).unwrap_or(0) as usize
 }
 
-fn count_groups(rows: &[(u64, PriceEntry)]) -> usize {
+fn count_groups(rows: &[(u64, EntryRef<'_>)]) -> usize {
     rows.iter()
         .enumerate()
         .filter(|(i, (h, e))| *i == 0 || rows[i - 1].0 != *h || rows[i - 1].1.key.sku != e.key.sku)
         .count()
 }
 
-/// Converts an entry, returning its SKU (moved out, not copied) and the variant.
-fn variant_from(
-    intern: &mut impl FnMut(&str) -> u32,
-    promos: &mut PromoCache,
-    e: PriceEntry,
-    revision: Option<u64>,
-) -> (Sku, Variant) {
+/// The entry of a variant (promotions shared through `promos`).
+fn entry_from<'a>(promos: &mut PromoCache<'a>, e: &EntryRef<'a>, revision: Option<u64>) -> Entry {
     let promotion = e.promotion.map(|p| {
         if let Some(shared) = promos.get(&p) {
             return Arc::clone(shared);
         }
         let promo = Arc::new(Promo {
-            id_json: json_escape(&p.id).into(),
-            label_json: json_escape(&p.label).into(),
+            id_json: json_escape(p.id).into(),
+            label_json: json_escape(p.label).into(),
             starts_at_json: crate::render::rfc3339_json(p.starts_at_ms).into(),
             ends_at_json: crate::render::rfc3339_json(p.ends_at_ms).into(),
-            id: p.id.as_str().into(),
-            label: p.label.as_str().into(),
+            id: p.id.into(),
+            label: p.label.into(),
             price_minor: p.price_minor,
             starts_at_ms: p.starts_at_ms,
             ends_at_ms: p.ends_at_ms,
@@ -823,30 +1270,32 @@ fn variant_from(
         promos.insert(p, Arc::clone(&promo));
         promo
     });
-    let variant = Variant {
-        store: intern(e.key.store.as_str()),
-        channel: intern(e.key.channel.as_str()),
-        segment: intern(e.key.segment.as_str()),
-        entry: Entry {
-            currency: e.currency,
-            list_price_minor: e.list_price_minor,
-            price_minor: e.price_minor,
-            floor_minor: e.floor_minor,
-            valid_from_ms: e.valid_from_ms.unwrap_or(i64::MIN),
-            valid_until_ms: e.valid_until_ms.unwrap_or(i64::MAX),
-            revision: revision.unwrap_or(e.revision),
-            promotion,
-        },
-    };
-    (e.key.sku, variant)
+    Entry {
+        currency: e.currency,
+        list_price_minor: e.list_price_minor,
+        price_minor: e.price_minor,
+        floor_minor: e.floor_minor,
+        valid_from_ms: e.valid_from_ms.unwrap_or(i64::MIN),
+        valid_until_ms: e.valid_until_ms.unwrap_or(i64::MAX),
+        revision: revision.unwrap_or(e.revision),
+        promotion,
+    }
 }
 
 /// Interns promotions while building: every variant of a SKU usually carries the same
 /// promotion, so it is allocated once and shared.
-type PromoCache = HashMap<PromotionTag, Arc<Promo>, RandomState>;
+type PromoCache<'a> = HashMap<PromotionRef<'a>, Arc<Promo>, RandomState>;
 
-fn promo_cache() -> PromoCache {
+fn promo_cache<'a>() -> PromoCache<'a> {
     HashMap::with_hasher(hasher())
+}
+
+/// What a delta says, besides its entries.
+struct DeltaHead {
+    base_version: u64,
+    version: u64,
+    created_at_ms: i64,
+    promotions: Option<Arc<PromotionsDoc>>,
 }
 
 enum Op {
@@ -858,68 +1307,11 @@ enum Op {
     },
 }
 
-struct Change {
-    sku: Sku,
-    op: Op,
-}
-
-/// Applies the changes for one shard (sorted by hash, SKU). Returns the new shard and
-/// the change in entry and SKU counts.
-fn rebuild_shard(old: &Shard, changes: &[(u64, Change)]) -> (Shard, isize, isize) {
-    let mut skus: Vec<Arc<SkuPrices>> = old.skus.to_vec();
-    let (mut d_entries, mut d_skus) = (0isize, 0isize);
-    let mut start = 0;
-    while start < changes.len() {
-        let (hash, first) = &changes[start];
-        let end = start
-            + changes[start..]
-                .iter()
-                .take_while(|(h, c)| h == hash && c.sku == first.sku)
-                .count();
-        let sku = first.sku.as_str();
-        let position = skus.binary_search_by(|s| s.hash.cmp(hash).then_with(|| (*s.sku).cmp(sku)));
-        let mut variants: Vec<Variant> = match position {
-            Ok(i) => skus[i].variants.to_vec(),
-            Err(_) => Vec::new(),
-        };
-        let before = variants.len() as isize;
-        for (_, change) in &changes[start..end] {
-            match &change.op {
-                Op::Upsert(variant) => match variants.iter_mut().find(|v| v.same_key(variant)) {
-                    Some(existing) => *existing = variant.clone(),
-                    None => variants.push(variant.clone()),
-                },
-                Op::Remove {
-                    store,
-                    channel,
-                    segment,
-                } => variants.retain(|v| {
-                    !(v.store == *store && v.channel == *channel && v.segment == *segment)
-                }),
-            }
-        }
-        d_entries += variants.len() as isize - before;
-        match (position, variants.is_empty()) {
-            (Ok(i), true) => {
-                skus.remove(i);
-                d_skus -= 1;
-            }
-            (Ok(i), false) => skus[i] = Arc::new(SkuPrices::new(*hash, sku.into(), variants)),
-            (Err(i), false) => {
-                skus.insert(i, Arc::new(SkuPrices::new(*hash, sku.into(), variants)));
-                d_skus += 1;
-            }
-            (Err(_), true) => {}
-        }
-        start = end;
-    }
-    (
-        Shard {
-            skus: skus.into_boxed_slice(),
-        },
-        d_entries,
-        d_skus,
-    )
+struct Change<'a> {
+    hash: u64,
+    sku: &'a str,
+    /// Taken when applied.
+    op: Option<Op>,
 }
 
 /// Escapes a string for inclusion inside JSON quotes.
@@ -943,6 +1335,17 @@ pub fn json_escape(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::testing::{entry, key};
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Records made minus records freed on this thread (tests build and drop
+        /// their tables on one thread).
+        pub(super) static LIVE_RECORDS: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn live_records() -> isize {
+        LIVE_RECORDS.with(Cell::get)
+    }
 
     fn table(entries: Vec<PriceEntry>) -> Snapshot {
         Snapshot::build(SnapshotData {
@@ -1106,7 +1509,7 @@ mod tests {
             .shards
             .iter()
             .zip(next.shards.iter())
-            .filter(|(a, b)| Arc::ptr_eq(a, b))
+            .filter(|(a, b)| std::ptr::eq(a.as_ptr(), b.as_ptr()))
             .count();
         assert!(
             shared >= base.shards.len() - 4,
@@ -1176,5 +1579,124 @@ mod tests {
         let s = table(vec![entry(key("A", "*", "*", "*"), 1)]);
         assert_eq!(s.shards.len(), 1);
         assert_eq!(price(&s, "A", None, None, None), Some(1));
+    }
+
+    /// A delta repricing chain-wide `SKU-{i}` for `i` in `skus`, and removing the
+    /// store variant of `remove`.
+    fn reprice(base: u64, skus: std::ops::Range<usize>, price: i64, remove: usize) -> DeltaData {
+        DeltaData {
+            base_version: base,
+            version: base + 1,
+            created_at_ms: 0,
+            promotions: None,
+            upserts: skus
+                .map(|i| entry(key(&format!("SKU-{i}"), "*", "*", "*"), price))
+                .collect(),
+            removals: vec![key(&format!("SKU-{remove}"), "s1", "web", "*")],
+        }
+    }
+
+    fn all_entries(s: &Snapshot) -> Vec<PriceEntry> {
+        let mut entries: Vec<_> = s.entries().collect();
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        entries
+    }
+
+    /// Versions of one lineage dropped in every order the store and its callers can
+    /// produce: each stays readable while alive, and everything made is freed once.
+    #[test]
+    fn versions_free_what_they_shared_exactly_once_in_any_drop_order() {
+        let before = live_records();
+        {
+            // Oldest first (the store's order), with a reader holding an old version.
+            let v1 = table(many(200));
+            let v1_entries = all_entries(&v1);
+            let v2 = v1.apply(reprice(1, 0..50, 7, 60)).unwrap();
+            let v3 = v2.apply(reprice(2, 25..75, 8, 61)).unwrap();
+            let v3_entries = all_entries(&v3);
+            drop(v2);
+            assert_eq!(all_entries(&v1), v1_entries, "v1 outlives its successor");
+            drop(v1);
+            let v4 = v3.apply(reprice(3, 100..120, 9, 62)).unwrap();
+            drop(v3);
+            assert_eq!(price(&v4, "SKU-30", None, None, None), Some(8));
+            assert_eq!(price(&v4, "SKU-10", None, None, None), Some(7));
+            assert_eq!(price(&v4, "SKU-110", None, None, None), Some(9));
+            assert_eq!(v4.entry_count(), v3_entries.len() - 1);
+        }
+        assert_eq!(live_records(), before, "oldest-first drops");
+        {
+            // Newest first: a built version that is never swapped in is undone, and the
+            // base can be extended again.
+            let v1 = table(many(200));
+            let v1_entries = all_entries(&v1);
+            let v2 = v1.apply(reprice(1, 0..50, 7, 60)).unwrap();
+            drop(v2);
+            assert_eq!(all_entries(&v1), v1_entries);
+            let v2 = v1.apply(reprice(1, 10..20, 5, 61)).unwrap();
+            assert_eq!(price(&v2, "SKU-10", None, None, None), Some(5));
+            assert_eq!(price(&v2, "SKU-30", None, None, None), Some(1030));
+            drop(v1);
+            drop(v2);
+        }
+        assert_eq!(live_records(), before, "newest-first drops");
+        {
+            // Two successors of one base, both alive: the second extends a copy.
+            let v1 = table(many(100));
+            let a = v1.apply(reprice(1, 0..10, 1, 50)).unwrap();
+            let b = v1.apply(reprice(1, 5..15, 2, 51)).unwrap();
+            assert_eq!(price(&a, "SKU-7", None, None, None), Some(1));
+            assert_eq!(price(&b, "SKU-7", None, None, None), Some(2));
+            assert_eq!(price(&a, "SKU-12", None, None, None), Some(1012));
+            assert_eq!(price(&v1, "SKU-7", None, None, None), Some(1007));
+            drop(a);
+            let c = b.apply(reprice(2, 0..3, 3, 52)).unwrap();
+            drop(v1);
+            drop(b);
+            assert_eq!(price(&c, "SKU-1", None, None, None), Some(3));
+            assert_eq!(price(&c, "SKU-7", None, None, None), Some(2));
+        }
+        assert_eq!(live_records(), before, "forked lineages");
+        {
+            // The middle of three goes first, then the tip while the oldest is alive.
+            let v1 = table(many(100));
+            let v2 = v1.apply(reprice(1, 0..10, 1, 50)).unwrap();
+            let v3 = v2.apply(reprice(2, 0..20, 2, 51)).unwrap();
+            drop(v2);
+            drop(v3);
+            assert_eq!(price(&v1, "SKU-5", None, None, None), Some(1005));
+            let v4 = v1.apply(reprice(1, 0..5, 4, 52)).unwrap();
+            assert_eq!(price(&v4, "SKU-3", None, None, None), Some(4));
+        }
+        assert_eq!(live_records(), before, "tip dropped after its base");
+    }
+
+    #[test]
+    fn removing_every_variant_removes_the_sku_and_new_skus_land_in_order() {
+        let before = live_records();
+        {
+            let base = table(many(300));
+            let mut delta = reprice(1, 0..0, 0, 0);
+            delta.removals = vec![key("SKU-9", "*", "*", "*"), key("SKU-9", "s1", "web", "*")];
+            delta.upserts = (0..300)
+                .map(|i| entry(key(&format!("NEW-{i}"), "s2", "*", "gold"), i))
+                .collect();
+            let next = base.apply(delta).unwrap();
+            assert!(next.sku("SKU-9").is_none());
+            assert_eq!(next.sku_count(), base.sku_count() - 1 + 300);
+            for i in 0..300 {
+                assert_eq!(
+                    price(&next, &format!("NEW-{i}"), Some("s2"), None, Some("gold")),
+                    Some(i)
+                );
+            }
+            for index in 0..next.shards.len() {
+                let slots = next.shard(index);
+                assert!(slots.windows(2).all(|w| {
+                    (w[0].hash, &*next.record(&w[0]).sku) < (w[1].hash, &*next.record(&w[1]).sku)
+                }));
+            }
+        }
+        assert_eq!(live_records(), before);
     }
 }

@@ -267,10 +267,20 @@ impl Writer {
                 self.apply_full(data, force, current_version, started, None)
             }
             Update::Delta { encoded } => {
-                let data = codec::decode_delta(&encoded)?;
-                self.apply_delta(current, data, started, Some(encoded))
+                // Read in place: no owned copy of the entries is made.
+                let view = codec::DeltaView::parse(&encoded)?;
+                let table = current.ok_or(UpdateError::NoBase)?.apply_view(&view)?;
+                self.commit_delta(table, started, Some(&encoded))
             }
-            Update::DeltaData { data } => self.apply_delta(current, data, started, None),
+            Update::DeltaData { data } => {
+                let current = current.ok_or(UpdateError::NoBase)?;
+                let encoded = self
+                    .persistence
+                    .is_some()
+                    .then(|| codec::encode_delta(&data));
+                let table = current.apply(data)?;
+                self.commit_delta(table, started, encoded.as_deref())
+            }
         }
     }
 
@@ -316,22 +326,17 @@ impl Writer {
         })
     }
 
-    fn apply_delta(
+    /// Persists a built delta version, then swaps it in. When persisting fails the
+    /// version is dropped here and the current one stays.
+    fn commit_delta(
         &mut self,
-        current: Option<Arc<Snapshot>>,
-        data: DeltaData,
+        table: Snapshot,
         started: Instant,
-        encoded: Option<Bytes>,
+        encoded: Option<&[u8]>,
     ) -> Result<Applied, UpdateError> {
-        let current = current.ok_or(UpdateError::NoBase)?;
-        let encoded = match (&self.persistence, encoded) {
-            (Some(_), None) => Some(Bytes::from(codec::encode_delta(&data))),
-            (_, encoded) => encoded,
-        };
-        let table = current.apply(data)?;
         let built_us = started.elapsed().as_micros() as u64;
         let persist_started = Instant::now();
-        if let (Some(p), Some(encoded)) = (&mut self.persistence, &encoded) {
+        if let (Some(p), Some(encoded)) = (&mut self.persistence, encoded) {
             p.append_delta(encoded)?;
         }
         let persist_us = persist_started.elapsed().as_micros() as u64;

@@ -18,14 +18,13 @@
 //! - [`payment`]: the [`payment::PaymentGateway`] trait, the simulated gateway, retries
 //!   with backoff under the same idempotency key.
 //! - [`limits`]: token buckets per customer, IP and device, the concurrency cap.
-//! - [`http`]: the routes.
+//! - `crate::http::checkout`: the routes on the control plane's listener.
 //!
 //! Fault injection for crash tests: [`Faults`] (from `EDGEPRICE_CHECKOUT_FAULT`, only
 //! when set) makes the saga hang at a named step, after writing a marker file, so a
 //! test can SIGKILL the process exactly there; or fail a step.
 
 pub mod events;
-pub mod http;
 pub mod ledger;
 pub mod limits;
 pub mod payment;
@@ -421,6 +420,38 @@ pub struct CheckoutDeps {
     pub feed_db: Option<PathBuf>,
     /// Kafka for checkout events; `None`: the in-process bus only.
     pub kafka: Option<KafkaConfig>,
+    /// Another switch that closes checkout (the admin API's kill switch): `Some(reason)`
+    /// while it is engaged.
+    pub gate: Option<Gate>,
+}
+
+/// An outside switch that closes checkout: `Some(reason)` while engaged.
+#[derive(Clone)]
+pub struct Gate(pub Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
+impl Gate {
+    /// Why checkout is closed by this switch, if it is.
+    pub fn closed_reason(&self) -> Option<String> {
+        (self.0)()
+    }
+}
+
+/// The admin API's checkout kill switch (`Switch::Checkout`) as a gate.
+pub fn kill_switch_gate(board: Arc<crate::admin::board::Board>) -> Gate {
+    Gate(Arc::new(move || {
+        board
+            .controls()
+            .switches
+            .iter()
+            .find(|engaged| engaged.switch == edgeprice_schemas::admin::Switch::Checkout)
+            .map(|engaged| format!("closed by {}: {}", engaged.by, engaged.reason))
+    }))
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
 }
 
 #[derive(Debug, Default)]
@@ -448,6 +479,7 @@ pub(crate) struct Inner {
     /// Sagas being driven in this process (the recovery loop leaves them alone).
     pub running: Mutex<HashSet<String>>,
     pub counters: Counters,
+    pub gate: Option<Gate>,
     pub last_reconciliation: Mutex<Option<ReconciliationReport>>,
 }
 
@@ -488,6 +520,7 @@ impl Checkout {
             slots,
             running: Mutex::new(HashSet::new()),
             counters: Counters::default(),
+            gate: deps.gate,
             last_reconciliation: Mutex::new(None),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -521,9 +554,19 @@ impl Checkout {
         &self.inner.bus
     }
 
-    /// Whether checkout is open, and who changed that last.
+    /// Whether checkout is open, and who changed that last (an engaged outside gate
+    /// closes it too).
     pub fn open_state(&self) -> OpenState {
-        self.inner.ledger.published(|p| p.open.clone())
+        let state = self.inner.ledger.published(|p| p.open.clone());
+        match self.inner.gate.as_ref().and_then(Gate::closed_reason) {
+            Some(reason) if state.open => OpenState {
+                open: false,
+                by: "kill switch".into(),
+                reason,
+                at_ms: state.at_ms,
+            },
+            _ => state,
+        }
     }
 
     /// Opens or closes checkout (the operator kill switch); durable. While closed,
@@ -558,9 +601,8 @@ impl Checkout {
     /// Counters for the metrics endpoint.
     pub fn stats(&self) -> CheckoutStats {
         let inner = &self.inner;
-        let (counters, open) = inner
-            .ledger
-            .published(|p| (p.counters.clone(), p.open.open));
+        let counters = inner.ledger.published(|p| p.counters.clone());
+        let open = self.open_state().open;
         let max = inner
             .config
             .limits

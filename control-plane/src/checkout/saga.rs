@@ -105,22 +105,35 @@ pub(crate) fn rate_limit(
         })
 }
 
+/// Refuses while checkout is closed (by [`super::Checkout::set_open`] or the gate).
+pub(crate) fn check_open(inner: &Inner) -> Result<(), CheckoutError> {
+    let open = inner.ledger.published(|p| p.open.clone());
+    let reason = if !open.open {
+        Some(if open.reason.is_empty() {
+            format!("closed by {}", open.by)
+        } else {
+            open.reason
+        })
+    } else {
+        inner.gate.as_ref().and_then(super::Gate::closed_reason)
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => {
+            inner
+                .counters
+                .closed_refused
+                .fetch_add(1, Ordering::Relaxed);
+            Err(CheckoutError::Closed(reason))
+        }
+    }
+}
+
 async fn checkout_inner(
     inner: &Arc<Inner>,
     input: CheckoutInput,
 ) -> Result<StoredResponse, CheckoutError> {
-    let open = inner.ledger.published(|p| p.open.clone());
-    if !open.open {
-        inner
-            .counters
-            .closed_refused
-            .fetch_add(1, Ordering::Relaxed);
-        return Err(CheckoutError::Closed(if open.reason.is_empty() {
-            format!("closed by {}", open.by)
-        } else {
-            open.reason
-        }));
-    }
+    check_open(inner)?;
     let key = input
         .idempotency_key
         .filter(|k| !k.is_empty() && k.len() <= 128)

@@ -14,6 +14,7 @@
 
 mod apply;
 pub mod config;
+pub mod controls;
 pub mod decide;
 
 pub use apply::apply_event;
@@ -22,13 +23,20 @@ pub use decide::{decide, Alert, Decision, DecisionRecord, DecisionStatus};
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
 
-use edgeprice_pricing::{PriceEntry, Sku};
-use edgeprice_schemas::codec::{DeltaData, SnapshotData};
+use edgeprice_pricing::{PriceEntry, PriceKey, Sku};
+use edgeprice_schemas::admin::AlertRow;
+use edgeprice_schemas::codec::{DeltaData, PromotionsDoc, SnapshotData};
 use rusqlite::Connection;
 use tracing::{info, warn};
 
+use crate::admin::board::{BatchFigures, Board};
+use crate::admin::controls::Controls;
+use crate::admin::promotions::PromotionBook;
 use crate::audit;
+use crate::feeds::FeedEvent;
 use crate::publish::{PublishError, Publisher};
 use crate::store::{self, EventLog, SkuState, StoreError};
 
@@ -98,6 +106,14 @@ pub struct Pipeline<P: Publisher> {
     /// so this stays true to the database; a batch takes states out and puts them back
     /// only after its commit, so a failed batch leaves nothing half-applied here.
     cache: HashMap<Sku, SkuState>,
+    /// Overrides and kill switches in force.
+    controls: Controls,
+    /// Promotion definitions managed through the control plane.
+    promotions: PromotionBook,
+    /// The admin API's read model.
+    board: Arc<Board>,
+    /// Edges published to (for blast radii).
+    edges: u64,
 }
 
 impl<P: Publisher> std::fmt::Debug for Pipeline<P> {
@@ -121,6 +137,13 @@ impl<P: Publisher> Pipeline<P> {
         let version = store::meta_get(&conn, VERSION_KEY)?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let controls = Controls::load(&conn)?;
+        let promotions = PromotionBook::load(&conn)?;
+        let board = Arc::new(Board::default());
+        board.set_controls(&controls);
+        board.set_version(version);
+        let now_ms = crate::now_ms();
+        SkuState::for_each(&conn, |state| board.put_states([&state], &config, now_ms))?;
         Ok(Pipeline {
             conn,
             config,
@@ -128,7 +151,26 @@ impl<P: Publisher> Pipeline<P> {
             version,
             edge_in_sync: false,
             cache: HashMap::new(),
+            controls,
+            promotions,
+            board,
+            edges: 1,
         })
+    }
+
+    /// The admin API's read model, kept current by this pipeline.
+    pub fn board(&self) -> Arc<Board> {
+        Arc::clone(&self.board)
+    }
+
+    /// Sets how many edges the publisher reaches (reported in blast radii).
+    pub fn set_edge_count(&mut self, edges: u64) {
+        self.edges = edges;
+    }
+
+    /// The pipeline config.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
     }
 
     /// The last snapshot version assigned.
@@ -149,13 +191,17 @@ impl<P: Publisher> Pipeline<P> {
     /// Sends the edge a full snapshot of every SKU's current entry, at a version past
     /// both ours and the edge's.
     pub fn resync(&mut self, now_ms: i64) -> Result<bool, PipelineError> {
-        let entries = SkuState::all_published(&self.conn)?;
+        let entries: Vec<PriceEntry> = SkuState::all_published(&self.conn)?
+            .iter()
+            .flat_map(|decided| self.controls.overlay(decided))
+            .collect();
+        let promotions = self.promotions_doc(now_ms);
         let mut version = self.version + 1;
         for _attempt in 0..2 {
             let snapshot = SnapshotData {
                 version,
                 created_at_ms: now_ms,
-                promotions: None,
+                promotions: Some(Arc::clone(&promotions)),
                 entries: entries.clone(),
             };
             match self.publisher.publish_snapshot(snapshot) {
@@ -205,7 +251,9 @@ impl<P: Publisher> Pipeline<P> {
         if !self.edge_in_sync {
             self.resync(now_ms)?;
         }
+        let started = Instant::now();
         let events = EventLog::pending(&self.conn, self.config.batch_size)?;
+        let read_us = started.elapsed().as_micros() as u64;
         if events.is_empty() {
             return Ok(BatchReport {
                 version: self.version,
@@ -250,8 +298,10 @@ impl<P: Publisher> Pipeline<P> {
             touched[index].1.push(stored.event.event_id().to_owned());
             touched[index].2.extend(alerts);
         }
+        let applied_at = Instant::now();
         let mut upserts: Vec<PriceEntry> = Vec::new();
         let mut decisions = 0;
+        let mut alerts: Vec<AlertRow> = Vec::new();
         for (sku, event_ids, apply_alerts) in touched {
             let Some(state) = states.get_mut(&sku).and_then(Option::as_mut) else {
                 // Ingestion refuses events for unknown SKUs; nothing to decide.
@@ -262,24 +312,73 @@ impl<P: Publisher> Pipeline<P> {
                 alerts: apply_alerts,
                 always_record: false,
             };
-            let (entry, recorded) =
-                decide_and_record(&tx, &self.config, state, now_ms, version, trigger)?;
+            let (entry, recorded) = decide_and_record(
+                &tx,
+                &self.config,
+                state,
+                now_ms,
+                version,
+                trigger,
+                &mut alerts,
+            )?;
             decisions += usize::from(recorded);
             upserts.extend(entry);
             state.save(&tx)?;
         }
+        let decide_us = applied_at.elapsed().as_micros() as u64;
+        let committing = Instant::now();
         let last_seq = events.last().map_or(0, |e| e.seq);
         EventLog::mark_processed_through(&tx, last_seq)?;
         if !upserts.is_empty() {
             store::meta_set(&tx, VERSION_KEY, &version.to_string())?;
         }
         tx.commit()?;
+        let commit_us = committing.elapsed().as_micros() as u64;
+        let mut revenue: Vec<(String, i64)> = Vec::new();
+        let mut feed_lag_ms: Vec<(String, i64)> = Vec::new();
+        for stored in &events {
+            let feed = stored.event.kind().to_string();
+            match feed_lag_ms.iter_mut().find(|(f, _)| *f == feed) {
+                Some(lag) => lag.1 = now_ms - stored.received_at_ms,
+                None => feed_lag_ms.push((feed, now_ms - stored.received_at_ms)),
+            }
+            if let FeedEvent::Sales(sale) = &stored.event {
+                if sale.kind.is_sale() {
+                    if let Some(Some(state)) = states.get(&sale.sku) {
+                        if let Some(entry) = &state.published {
+                            let amount = entry.effective_price_at(now_ms) * sale.quantity;
+                            revenue.push((state.currency.to_string(), amount));
+                        }
+                    }
+                }
+            }
+        }
+        self.board
+            .put_states(states.values().flatten(), &self.config, now_ms);
+        self.board.push_alerts(alerts);
         self.remember(states.into_values().flatten());
         let published = upserts.len();
+        let publishing = Instant::now();
         if !upserts.is_empty() {
             self.version = version;
             self.publish(version, now_ms, upserts)?;
         }
+        let publish_us = publishing.elapsed().as_micros() as u64;
+        self.board.record_batch(BatchFigures {
+            at_ms: now_ms,
+            events: events.len() as u64,
+            decisions: decisions as u64,
+            version: self.version,
+            stages_us: vec![
+                ("read", read_us),
+                ("decide", decide_us),
+                ("commit", commit_us),
+                ("publish", publish_us),
+                ("batch", started.elapsed().as_micros() as u64),
+            ],
+            feed_lag_ms,
+            revenue,
+        });
         Ok(BatchReport {
             events: events.len(),
             decisions,
@@ -289,11 +388,28 @@ impl<P: Publisher> Pipeline<P> {
         })
     }
 
+    /// Publishes decided entries as the controls make them.
     fn publish(
         &mut self,
         version: u64,
         now_ms: i64,
+        decided: Vec<PriceEntry>,
+    ) -> Result<(), PipelineError> {
+        let upserts = decided
+            .iter()
+            .flat_map(|entry| self.controls.overlay(entry))
+            .collect();
+        self.publish_with(version, now_ms, upserts, Vec::new(), None)
+    }
+
+    /// Publishes entries as they are, with removals and a new promotions document.
+    fn publish_with(
+        &mut self,
+        version: u64,
+        now_ms: i64,
         upserts: Vec<PriceEntry>,
+        removals: Vec<PriceKey>,
+        promotions: Option<Arc<PromotionsDoc>>,
     ) -> Result<(), PipelineError> {
         if !self.edge_in_sync {
             // The resync carries these entries too.
@@ -304,9 +420,9 @@ impl<P: Publisher> Pipeline<P> {
             base_version: version - 1,
             version,
             created_at_ms: now_ms,
-            promotions: None,
+            promotions,
             upserts,
-            removals: Vec::new(),
+            removals,
         };
         match self.publisher.publish_delta(delta) {
             Ok(_) => Ok(()),
@@ -339,6 +455,7 @@ impl<P: Publisher> Pipeline<P> {
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut upserts = Vec::new();
+            let mut alerts = Vec::new();
             let mut states = Vec::with_capacity(chunk.len());
             for sku in chunk {
                 let state = match self.cache.remove(sku) {
@@ -353,8 +470,15 @@ impl<P: Publisher> Pipeline<P> {
                     alerts: Vec::new(),
                     always_record: false,
                 };
-                let (entry, recorded) =
-                    decide_and_record(&tx, &self.config, &mut state, now_ms, version, trigger)?;
+                let (entry, recorded) = decide_and_record(
+                    &tx,
+                    &self.config,
+                    &mut state,
+                    now_ms,
+                    version,
+                    trigger,
+                    &mut alerts,
+                )?;
                 total.decisions += usize::from(recorded);
                 upserts.extend(entry);
                 state.save(&tx)?;
@@ -364,6 +488,8 @@ impl<P: Publisher> Pipeline<P> {
                 store::meta_set(&tx, VERSION_KEY, &version.to_string())?;
             }
             tx.commit()?;
+            self.board.put_states(&states, &self.config, now_ms);
+            self.board.push_alerts(alerts);
             self.remember(states);
             total.published += upserts.len();
             if !upserts.is_empty() {
@@ -408,6 +534,24 @@ impl<P: Publisher> Pipeline<P> {
                         "no price suggestion is pending",
                     ))?;
             state.approved_price_minor = Some(suggestion.price_minor);
+            Ok(())
+        })
+    }
+
+    /// High-risk categories: rejects the SKU's pending dynamic price; the SKU keeps its
+    /// current regular candidate.
+    pub fn reject_suggestion(
+        &mut self,
+        sku: &Sku,
+        now_ms: i64,
+    ) -> Result<DecisionRecord, PipelineError> {
+        self.admin_decision(sku, now_ms, "admin:reject_suggestion", |state| {
+            state
+                .pending_suggestion
+                .take()
+                .ok_or(PipelineError::NothingPending(
+                    "no price suggestion is pending",
+                ))?;
             Ok(())
         })
     }
@@ -464,13 +608,23 @@ impl<P: Publisher> Pipeline<P> {
             alerts: Vec::new(),
             always_record: true,
         };
-        let (entry, _) =
-            decide_and_record(&tx, &self.config, &mut state, now_ms, version, trigger)?;
+        let mut alerts = Vec::new();
+        let (entry, _) = decide_and_record(
+            &tx,
+            &self.config,
+            &mut state,
+            now_ms,
+            version,
+            trigger,
+            &mut alerts,
+        )?;
         state.save(&tx)?;
         if entry.is_some() {
             store::meta_set(&tx, VERSION_KEY, &version.to_string())?;
         }
         tx.commit()?;
+        self.board.put_states([&state], &self.config, now_ms);
+        self.board.push_alerts(alerts);
         self.remember([state]);
         info!(sku = %sku, action, "admin decision recorded");
         if let Some(entry) = entry {
@@ -520,7 +674,7 @@ struct Trigger {
 /// Decides for one SKU inside the caller's transaction: appends a decision record when
 /// the published entry, the pending suggestion or the alerts changed, and updates the
 /// state's published entry. Returns the entry to publish if it changed, and whether a
-/// record was written.
+/// record was written; alerts of recorded decisions are added to `alerts`.
 fn decide_and_record(
     tx: &Connection,
     config: &PipelineConfig,
@@ -528,6 +682,7 @@ fn decide_and_record(
     now_ms: i64,
     version: u64,
     trigger: Trigger,
+    alerts: &mut Vec<AlertRow>,
 ) -> Result<(Option<PriceEntry>, bool), PipelineError> {
     let rules = config.rules_for(&state.category).clone();
     let suggestion_before = state.pending_suggestion.as_ref().map(|s| s.price_minor);
@@ -559,6 +714,12 @@ fn decide_and_record(
         audit::append(tx, sku, now_ms, &record)?;
         for alert in &decision.record.alerts {
             warn!(sku, kind = %alert.kind, message = %alert.message, "alert");
+            alerts.push(AlertRow {
+                at_ms: now_ms,
+                kind: alert.kind.clone(),
+                sku: Some(alert.sku.clone()),
+                message: alert.message.clone(),
+            });
         }
     }
     let entry = match decision.entry {

@@ -120,6 +120,20 @@ impl EventLog {
         )?)
     }
 
+    /// Accepted events not processed yet (from the sequence numbers: no scan).
+    pub fn backlog(conn: &Connection) -> Result<i64, StoreError> {
+        let cursor = processed_through(conn)?;
+        let last: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| {
+            row.get(0)
+        })?;
+        Ok((last - cursor).max(0))
+    }
+
+    /// Dead letters kept.
+    pub fn dead_letter_count(conn: &Connection) -> Result<i64, StoreError> {
+        Ok(conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |row| row.get(0))?)
+    }
+
     /// The most recent dead letters, newest first.
     pub fn dead_letters(conn: &Connection, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         let mut stmt = conn.prepare_cached(

@@ -293,6 +293,20 @@ impl SkuState {
         Ok(skus)
     }
 
+    /// Calls `f` with every SKU's state, in name order.
+    pub fn for_each(conn: &Connection, mut f: impl FnMut(SkuState)) -> Result<(), StoreError> {
+        let mut stmt = conn.prepare("SELECT sku, state FROM sku_state ORDER BY sku")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let sku: String = row.get(0)?;
+            let text: String = row.get(1)?;
+            let state: SkuState = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("state of {sku}: {e}")))?;
+            f(state);
+        }
+        Ok(())
+    }
+
     /// Every SKU's published entry: the content of a full snapshot.
     pub fn all_published(conn: &Connection) -> Result<Vec<PriceEntry>, StoreError> {
         let mut stmt = conn.prepare("SELECT sku, state FROM sku_state ORDER BY sku")?;

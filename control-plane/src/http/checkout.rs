@@ -16,7 +16,8 @@
 //!   order up to the stock; `DELETE /v1/purchase-tokens/{token}?customer_id=…` gives
 //!   them back.
 //!
-//! Operator (the caller checks the admin token and passes `admin`):
+//! Operator (an admin API token: `GET` needs the viewer role, the rest operator; `by`
+//! defaults to the token's name):
 //! - `GET /v1/admin/checkout`: counters and open state;
 //! - `POST /v1/admin/checkout/close|open` `{"by","reason"}`;
 //! - `GET /v1/admin/checkout/reconciliation`; `GET /v1/admin/checkout/sagas?state=`;
@@ -33,9 +34,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ledger::{FlashSale, WantedLine};
-use super::saga::{self, CheckoutInput};
-use super::{Checkout, CheckoutError, SagaState, StoredResponse};
+use edgeprice_schemas::admin::Role;
+
+use super::{bearer, constant_time_eq, Service};
+use crate::checkout::ledger::{FlashSale, WantedLine};
+use crate::checkout::saga::{self, CheckoutInput};
+use crate::checkout::{Checkout, CheckoutError, SagaState, StoredResponse};
 
 type Reply = Response<Full<Bytes>>;
 
@@ -126,13 +130,43 @@ fn storage(err: CheckoutError) -> Reply {
     error(&err)
 }
 
+/// The client's address, put into each request's extensions by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PeerIp(pub IpAddr);
+
+/// Serves a checkout route of the control plane's listener.
+pub(super) async fn route(service: &Service, request: Request<hyper::body::Incoming>) -> Reply {
+    let Some(checkout) = &service.checkout else {
+        return plain(
+            503,
+            "checkout_disabled",
+            "this control plane does not run checkout (no quote key)",
+        );
+    };
+    let admin = bearer(&request).and_then(|presented| {
+        service.config.admin_tokens.iter().find(|t| {
+            !t.token.is_empty() && constant_time_eq(t.token.as_bytes(), presented.as_bytes())
+        })
+    });
+    let admin = admin.map(|token| {
+        let needed = if request.method() == Method::GET {
+            Role::Viewer
+        } else {
+            Role::Operator
+        };
+        (token.name.clone(), token.role >= needed)
+    });
+    let peer = request.extensions().get::<PeerIp>().map(|p| p.0);
+    handle(checkout, request, peer, admin).await
+}
+
 /// Serves one checkout request. `peer` is the client's address (per-IP limits);
-/// `admin` says whether the caller proved an admin token.
+/// `admin` is the admin token's name and whether its role suffices, when one was shown.
 pub async fn handle<B>(
     checkout: &Checkout,
     request: Request<B>,
     peer: Option<IpAddr>,
-    admin: bool,
+    admin: Option<(String, bool)>,
 ) -> Reply
 where
     B: Body,
@@ -151,14 +185,22 @@ where
     };
     let limit = inner.config.max_body_bytes;
     if let Some(rest) = path.strip_prefix("/v1/admin/checkout") {
-        if !admin {
-            return plain(
+        return match admin {
+            None => plain(
                 401,
                 "unauthorized",
                 "send Authorization: Bearer <admin token>",
-            );
-        }
-        return admin_route(checkout, rest, &method, &query, request.into_body(), limit).await;
+            ),
+            Some((name, false)) => plain(
+                403,
+                "forbidden",
+                &format!("{name}: changing checkout needs the operator role"),
+            ),
+            Some((name, true)) => {
+                let body = request.into_body();
+                admin_route(checkout, &name, rest, &method, &query, body, limit).await
+            }
+        };
     }
     match path.as_str() {
         "/v1/checkout" => {
@@ -266,14 +308,7 @@ async fn purchase_token(
     device: Option<&str>,
 ) -> Result<Reply, CheckoutError> {
     let inner = checkout.inner();
-    let open = checkout.open_state();
-    if !open.open {
-        inner
-            .counters
-            .closed_refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Err(CheckoutError::Closed(open.reason));
-    }
+    saga::check_open(inner)?;
     let body: TokenBody = serde_json::from_slice(body)
         .map_err(|e| CheckoutError::InvalidRequest(format!("body: {e}")))?;
     if body.customer_id.is_empty() || body.customer_id.len() > 128 {
@@ -281,7 +316,7 @@ async fn purchase_token(
             "customer_id is required (1-128 characters)".into(),
         ));
     }
-    let now = super::now_ms();
+    let now = crate::checkout::now_ms();
     let sale = inner
         .ledger
         .published(|p| p.flash_sales.get(&body.sku).cloned())
@@ -321,6 +356,7 @@ struct OpenBody {
 
 async fn admin_route<B>(
     checkout: &Checkout,
+    actor: &str,
     rest: &str,
     method: &Method,
     query: &str,
@@ -351,11 +387,7 @@ where
                 }
             };
             let open = rest == "/open";
-            let by = if body.by.is_empty() {
-                "admin"
-            } else {
-                &body.by
-            };
+            let by = if body.by.is_empty() { actor } else { &body.by };
             match checkout.set_open(open, by, &body.reason).await {
                 Ok(()) => ok(200, json!({"open_state": checkout.open_state()})),
                 Err(err) => storage(err),
