@@ -81,6 +81,7 @@ fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bo
 }
 
 struct Options {
+    kafka: Option<edgeprice_control::kafka::KafkaConfig>,
     config: CheckoutConfig,
     simulator: SimulatorConfig,
     coupons: Vec<(String, CouponRule)>,
@@ -89,6 +90,7 @@ struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            kafka: None,
             config: CheckoutConfig {
                 limits: edgeprice_control::checkout::limits::LimitsConfig::unlimited(),
                 recovery_interval_ms: 3_600_000,
@@ -176,7 +178,7 @@ impl Plant {
                     })),
                     ingestor: Some(control.ingestor()),
                     feed_db: Some(dir.join("control.db")),
-                    kafka: None,
+                    kafka: options.kafka,
                     gate: Some(edgeprice_control::checkout::kill_switch_gate(Arc::clone(
                         control.handle(Vec::new()).board(),
                     ))),
@@ -1340,6 +1342,67 @@ fn checkout_events_reach_the_in_process_bus() {
             }
         }
     });
+    assert_eq!(
+        kinds,
+        [
+            "checkout.reserved",
+            "checkout.paid",
+            "order.created",
+            "order.confirmed",
+            "checkout.completed"
+        ]
+    );
+}
+
+#[test]
+fn checkout_events_are_published_to_kafka_in_order() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+    let mock = MockCluster::new(1).unwrap();
+    let topic = edgeprice_control::checkout::events::CHECKOUT_EVENTS_TOPIC;
+    mock.create_topic(topic, 1, 1).unwrap();
+    let mut plant = Plant::new(Options {
+        kafka: Some(edgeprice_control::kafka::KafkaConfig {
+            brokers: mock.bootstrap_servers(),
+            delivery_timeout_ms: 10_000,
+            ..edgeprice_control::kafka::KafkaConfig::default()
+        }),
+        ..Options::default()
+    });
+    plant.stock("KF-1", 5);
+    let token = plant.quote(Some("c1"), &[("KF-1", 1, 100)], &[], 900_000);
+    let reply = plant.buy("kf-1", &token);
+    assert_eq!(reply.status, 201);
+    let saga_id = reply.body["saga_id"].as_str().unwrap().to_owned();
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .set("group.id", "checkout-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let mut kinds = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while !kinds.contains(&"checkout.completed".to_owned()) {
+        assert!(Instant::now() < deadline, "events so far: {kinds:?}");
+        let Some(message) = consumer.poll(Duration::from_millis(50)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        if message.key() != Some(saga_id.as_bytes()) {
+            continue;
+        }
+        let event: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        assert!(event["event_id"].as_str().is_some_and(|id| !id.is_empty()));
+        kinds.push(event["type"].as_str().unwrap().to_owned());
+    }
     assert_eq!(
         kinds,
         [

@@ -449,7 +449,7 @@ pub struct LedgerConfig {
     /// Where `checkout.db` lives.
     pub data_dir: PathBuf,
     /// The control plane's `control.db`, whose event log supplies stock; `None`: no
-    /// feed (tests that set stock with [`Ledger::set_on_hand_for_tests`]).
+    /// feed (no stock: every reservation is refused).
     pub feed_db: Option<PathBuf>,
     /// How often the event log is read when no command arrives.
     pub feed_poll: Duration,
@@ -846,25 +846,6 @@ impl Ledger {
             ])
             .map(|_| ())
         })
-    }
-
-    /// Test support: sets on-hand directly, as an inventory count would.
-    pub fn set_on_hand_for_tests(
-        &self,
-        sku: &str,
-        location: &str,
-        on_hand: i64,
-    ) -> Result<(), CheckoutError> {
-        // Goes through the database and a reload-free path: only for tests without a feed.
-        self.read(|conn| {
-            conn.execute(
-                "INSERT INTO stock (sku, location, on_hand) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (sku, location) DO UPDATE SET on_hand = excluded.on_hand",
-                params![sku, location, on_hand],
-            )
-            .map(|_| ())
-        })?;
-        Ok(())
     }
 }
 
