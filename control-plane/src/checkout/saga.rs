@@ -179,7 +179,7 @@ async fn checkout_inner(
     // Claimed before it exists, so the recovery loop never takes a saga this request
     // is about to drive.
     let saga_id = super::new_id("sg");
-    let _running = Running::claim(inner, &saga_id);
+    let running = Running::claim(inner, &saga_id);
     let begin = BeginSaga {
         saga_id,
         idempotency_key: key,
@@ -212,26 +212,34 @@ async fn checkout_inner(
         .ledger
         .saga(&saga_id)?
         .ok_or_else(|| CheckoutError::UnknownSaga(saga_id.clone()))?;
-    Ok(drive(inner, record, &quote, body.payment_method, Mode::Live).await)
+    // The saga runs on its own task: a client that hangs up does not stop it halfway
+    // (the answer is kept for its retry with the same key).
+    let task_inner = Arc::clone(inner);
+    let saga = tokio::spawn(async move {
+        let _running = running;
+        drive(&task_inner, record, &quote, body.payment_method, Mode::Live).await
+    });
+    saga.await
+        .map_err(|e| CheckoutError::Storage(format!("saga task failed: {e}")))
 }
 
 /// Marks a saga as driven by this process while alive.
-struct Running<'a> {
-    inner: &'a Inner,
+struct Running {
+    inner: Arc<Inner>,
     saga_id: String,
 }
 
-impl<'a> Running<'a> {
-    fn claim(inner: &'a Inner, saga_id: &str) -> Option<Running<'a>> {
+impl Running {
+    fn claim(inner: &Arc<Inner>, saga_id: &str) -> Option<Running> {
         let mut running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
         running.insert(saga_id.to_owned()).then(|| Running {
-            inner,
+            inner: Arc::clone(inner),
             saga_id: saga_id.to_owned(),
         })
     }
 }
 
-impl Drop for Running<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
         self.inner
             .running
