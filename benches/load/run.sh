@@ -11,6 +11,9 @@
 # Usage: benches/load/run.sh            (about 5 minutes)
 #        QUICK=1 benches/load/run.sh    (smoke test, about 1 minute; results go to
 #                                        the work directory, not benches/RESULTS.md)
+#        DELTA_ONLY=1 benches/load/run.sh  (the edge's spread rows and the delta scenario
+#                                        only, about 1 minute; results go to the work
+#                                        directory unless RESULTS is set)
 # Settings (environment): DURATION (s, wrk and loadgen), CONNECTIONS, LOAD_PCT, SKUS,
 # STORES, CHANNELS, DELTA_ENTRIES, DELTA_INTERVAL_MS, SERVER_CPU, LOAD_CPU, BASE_PORT,
 # CARGO_TARGET_DIR, NO_BUILD=1 (use existing binaries), KEEP=1 (keep the work dir),
@@ -19,9 +22,10 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 COMMAND="$0 $*"
-ENV_SHOWN=$(env | grep -E '^(QUICK|DURATION|CONNECTIONS|LOAD_PCT|SKUS|STORES|CHANNELS|DELTA_ENTRIES|DELTA_INTERVAL_MS|SERVER_CPU|LOAD_CPU|BASE_PORT|NO_BUILD)=' | sort | tr '\n' ' ' || true)
+ENV_SHOWN=$(env | grep -E '^(QUICK|DELTA_ONLY|DURATION|CONNECTIONS|LOAD_PCT|SKUS|STORES|CHANNELS|DELTA_ENTRIES|DELTA_INTERVAL_MS|SERVER_CPU|LOAD_CPU|BASE_PORT|NO_BUILD)=' | sort | tr '\n' ' ' || true)
 LOADAVG_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 QUICK=${QUICK:-0}
+DELTA_ONLY=${DELTA_ONLY:-0}
 if [[ $QUICK == 1 ]]; then
     DURATION=${DURATION:-2}
     SKUS=${SKUS:-20000}
@@ -64,7 +68,7 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
-    if [[ ${KEEP:-0} == 1 || $QUICK == 1 ]]; then
+    if [[ ${KEEP:-0} == 1 || $QUICK == 1 || $DELTA_ONLY == 1 ]]; then
         log "work directory kept: $WORK"
     else
         rm -rf "$WORK"
@@ -268,7 +272,9 @@ BODY_BYTES=$(wc -c <"$WORK/body.json")
 log "body ($BODY_BYTES bytes): $(cat "$WORK/body.json")"
 jq -e . "$WORK/body.json" >/dev/null || die "the edge's answer is not JSON"
 EDGE_URL="http://127.0.0.1:$EDGE_PORT$PRICE_PATH"
-measure_http edgeprice "$EDGE_URL" "$EDGE_PID"
+if [[ $DELTA_ONLY != 1 ]]; then
+    measure_http edgeprice "$EDGE_URL" "$EDGE_PID"
+fi
 measure_http edgeprice-spread "http://127.0.0.1:$EDGE_PORT/" "$EDGE_PID" "$WORK/paths.txt"
 NOTE[edgeprice-spread]="${NOTE[edgeprice-spread]:-} 100k paths over all SKUs, stores, channels"
 
@@ -298,6 +304,7 @@ DELTA_RSS=$(rss_mib "$EDGE_PID")
 kill "$EDGE_PID"
 wait "$EDGE_PID" 2>/dev/null || true
 
+if [[ $DELTA_ONLY != 1 ]]; then
 log "starting nginx (one worker) on core $SERVER_CPU"
 mkdir -p "$WORK/nginx/logs"
 if grep -q '\$' "$WORK/body.json"; then die "the body contains \$, which nginx would expand"; fi
@@ -361,6 +368,7 @@ wait_http "$SEED_URL" "$WORK/peer_redis_http.log" "$SEED_PID"
 cmp -s <(curl -sf "$SEED_URL") "$WORK/body.json" || die "the seed design does not answer the same body"
 measure_http seed-redis-http "$SEED_URL" "$SEED_PID $REDIS_PID"
 NOTE[seed-redis-http]="${NOTE[seed-redis-http]:-} CPU and RSS: handler + redis-server"
+fi
 
 # --- report ----------------------------------------------------------------------
 
@@ -373,7 +381,7 @@ table() {
     local row edge
     for row in "${ROWS[@]}"; do
         edge=edgeprice
-        [[ $row == edgeprice* ]] && edge=$row
+        [[ $row == edgeprice* || -z ${SAT_RPS[edgeprice]:-} ]] && edge=$row
         printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
             "$row" "$(cell "${SAT_RPS[$row]:-}")" "$(cell "${SAT_P50[$row]:-}")" "$(cell "${SAT_P99[$row]:-}")" \
             "$(cell "${SAT_CPU[$row]:-}")" "$(cell "${FIX_RPS[$row]:-}")" "$(cell "${FIX_P50[$row]:-}")" \
@@ -441,7 +449,7 @@ REPORT=$WORK/RESULTS.md
 cat "$REPORT"
 if [[ -n ${RESULTS:-} ]]; then
     cp "$REPORT" "$RESULTS"
-elif [[ $QUICK != 1 ]]; then
+elif [[ $QUICK != 1 && $DELTA_ONLY != 1 ]]; then
     cp "$REPORT" "$ROOT/benches/RESULTS.md"
     log "written to benches/RESULTS.md"
 fi

@@ -116,6 +116,17 @@ pub fn append(conn: &Connection, sku: &str, at_ms: i64, record: &str) -> Result<
     Ok(seq)
 }
 
+/// A row of `SELECT seq, sku, at_ms, record, hash FROM audit`.
+fn entry_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: row.get(0)?,
+        sku: row.get(1)?,
+        at_ms: row.get(2)?,
+        record: row.get(3)?,
+        hash: row.get(4)?,
+    })
+}
+
 /// The newest `limit` records of a SKU, newest first.
 pub fn records_for(
     conn: &Connection,
@@ -125,15 +136,7 @@ pub fn records_for(
     let mut stmt = conn.prepare_cached(
         "SELECT seq, sku, at_ms, record, hash FROM audit WHERE sku = ?1 ORDER BY seq DESC LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![sku, limit as i64], |row| {
-        Ok(AuditEntry {
-            seq: row.get(0)?,
-            sku: row.get(1)?,
-            at_ms: row.get(2)?,
-            record: row.get(3)?,
-            hash: row.get(4)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![sku, limit as i64], entry_of)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -147,15 +150,7 @@ pub fn recent(
     let mut stmt = conn.prepare_cached(
         "SELECT seq, sku, at_ms, record, hash FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![before.unwrap_or(i64::MAX), limit as i64], |row| {
-        Ok(AuditEntry {
-            seq: row.get(0)?,
-            sku: row.get(1)?,
-            at_ms: row.get(2)?,
-            record: row.get(3)?,
-            hash: row.get(4)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![before.unwrap_or(i64::MAX), limit as i64], entry_of)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -284,6 +284,49 @@ impl Drop for ControlPlane {
     }
 }
 
+/// Runs one batch (`drain`: batches until nothing is pending). Returns the report
+/// (for a single batch, `events > 0` means more may be pending).
+fn process<P: Publisher>(
+    pipeline: &mut Pipeline<P>,
+    drain: bool,
+) -> Result<BatchReport, PipelineError> {
+    if let Err(err) = pipeline.expire_overrides(now_ms()) {
+        error!(error = %err, "expiring overrides failed; it will be retried");
+    }
+    if pipeline.controls().pipeline_paused() {
+        // Paused by an operator: events stay accepted and pending.
+        return Ok(BatchReport {
+            version: pipeline.version(),
+            edge_in_sync: pipeline.edge_in_sync(),
+            ..BatchReport::default()
+        });
+    }
+    // Each batch reads the clock: events accepted while earlier batches ran must not be
+    // judged at an older time (a cost effective "now" would look scheduled).
+    let mut total = BatchReport::default();
+    let result = loop {
+        match pipeline.process_batch(now_ms()) {
+            Ok(report) => {
+                total.events += report.events;
+                total.decisions += report.decisions;
+                total.published += report.published;
+                total.version = report.version;
+                total.edge_in_sync = report.edge_in_sync;
+                if report.events == 0 || !drain {
+                    break Ok(total);
+                }
+            }
+            Err(err) => break Err(err),
+        }
+    };
+    if let Err(err) = &result {
+        error!(error = %err, code = err.code(), "pipeline batch failed; it will be retried");
+    }
+    result
+}
+
+/// The pipeline thread: one batch at a time, with commands (operator actions above all)
+/// taken between batches, so a busy feed never holds up a kill switch.
 fn run<P: Publisher>(
     pipeline: &mut Pipeline<P>,
     commands_rx: &mpsc::Receiver<Command>,
@@ -292,42 +335,7 @@ fn run<P: Publisher>(
     reevaluate_every: Duration,
 ) {
     let mut next_reevaluation = std::time::Instant::now() + reevaluate_every;
-    let process = |pipeline: &mut Pipeline<P>| {
-        if let Err(err) = pipeline.expire_overrides(now_ms()) {
-            error!(error = %err, "expiring overrides failed; it will be retried");
-        }
-        if pipeline.controls().pipeline_paused() {
-            // Paused by an operator: events stay accepted and pending.
-            return Ok(BatchReport {
-                version: pipeline.version(),
-                edge_in_sync: pipeline.edge_in_sync(),
-                ..BatchReport::default()
-            });
-        }
-        // Each batch reads the clock: events accepted while earlier batches ran must not
-        // be judged at an older time (a cost effective "now" would look scheduled).
-        let mut total = BatchReport::default();
-        let result = loop {
-            match pipeline.process_batch(now_ms()) {
-                Ok(report) => {
-                    total.events += report.events;
-                    total.decisions += report.decisions;
-                    total.published += report.published;
-                    total.version = report.version;
-                    total.edge_in_sync = report.edge_in_sync;
-                    if report.events == 0 {
-                        break Ok(total);
-                    }
-                }
-                Err(err) => break Err(err),
-            }
-        };
-        if let Err(err) = &result {
-            error!(error = %err, code = err.code(), "pipeline batch failed; it will be retried");
-        }
-        result
-    };
-    let _ = process(pipeline);
+    let mut more = process(pipeline, false).is_ok_and(|r| r.events > 0);
     loop {
         if std::time::Instant::now() >= next_reevaluation && !pipeline.controls().pipeline_paused()
         {
@@ -336,14 +344,27 @@ fn run<P: Publisher>(
             }
             next_reevaluation = std::time::Instant::now() + reevaluate_every;
         }
-        match commands_rx.recv_timeout(tick) {
+        let command = if more {
+            match commands_rx.try_recv() {
+                Ok(command) => Ok(command),
+                Err(mpsc::TryRecvError::Empty) => Err(mpsc::RecvTimeoutError::Timeout),
+                Err(mpsc::TryRecvError::Disconnected) => Err(mpsc::RecvTimeoutError::Disconnected),
+            }
+        } else {
+            commands_rx.recv_timeout(tick)
+        };
+        match command {
             Ok(Command::Wake) => {
                 wake_pending.store(false, Ordering::Release);
-                let _ = process(pipeline);
+                more = process(pipeline, false).is_ok_and(|r| r.events > 0);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                more = process(pipeline, false).is_ok_and(|r| r.events > 0);
             }
             Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
             Ok(Command::Flush { reply_tx }) => {
-                let _ = reply_tx.send(process(pipeline));
+                let _ = reply_tx.send(process(pipeline, true));
+                more = false;
             }
             Ok(Command::Approve { sku, reply_tx }) => {
                 let _ = reply_tx.send(pipeline.approve_suggestion(&sku, now_ms()));
@@ -363,9 +384,6 @@ fn run<P: Publisher>(
                 let _ = reply_tx.send(pipeline.decisions_for(&sku, limit));
             }
             Ok(Command::Operate(action)) => action(pipeline, now_ms()),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let _ = process(pipeline);
-            }
         }
     }
 }

@@ -42,6 +42,8 @@ pub enum DecodeError {
     Entry { index: usize, source: EntryError },
     #[error("invalid promotions: {0}")]
     Promotions(String),
+    #[error("malformed flatbuffer: {what} (at byte {at})")]
+    Layout { what: &'static str, at: usize },
 }
 
 /// The promotions a snapshot carries, as the control plane publishes them.
@@ -198,9 +200,15 @@ impl<'a> EntryRef<'a> {
     }
 }
 
-/// A delta read in place: the buffer is verified and every entry and key validated
-/// when it is parsed, then entries are read straight from it (no `String` per key,
-/// no intermediate `DeltaData`). This is how the edge applies a delta it receives.
+/// A delta read in place: the buffer is checked and every entry and key validated when
+/// it is parsed, then entries are read straight from it (no `String` per key, no
+/// intermediate `DeltaData`). This is how the edge applies a delta it receives.
+///
+/// Parsing reads the buffer with [`Tables`], a bounds-checked reader of this schema's
+/// tables that makes the flatbuffers verifier's checks as it goes (ranges, alignment,
+/// required fields, NUL-terminated UTF-8 strings) instead of a separate pass over every
+/// table (the verifier alone took 2.4 ms of a 10,000-entry delta). It accepts what
+/// [`decode_delta`] accepts, which is what the delta log replays on restart.
 #[derive(Debug, Clone)]
 pub struct DeltaView<'a> {
     pub base_version: u64,
@@ -208,42 +216,48 @@ pub struct DeltaView<'a> {
     pub created_at_ms: i64,
     /// A promotions document replacing the current one; `None` = unchanged.
     pub promotions: Option<Arc<PromotionsDoc>>,
-    upserts: Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::PriceEntry<'a>>>>,
-    removals: Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::PriceKey<'a>>>>,
+    tables: Tables<'a>,
+    upserts: TableVector,
+    removals: TableVector,
 }
 
 impl<'a> DeltaView<'a> {
-    /// Verifies and validates an encoded delta (the same checks as [`decode_delta`]).
+    /// Checks and validates an encoded delta (the same checks as [`decode_delta`]).
     pub fn parse(buf: &'a [u8]) -> Result<DeltaView<'a>, DecodeError> {
-        if !flatbuffers::buffer_has_identifier(buf, DELTA_ID, false) {
+        if !has_identifier(buf, DELTA_ID) {
             return Err(DecodeError::WrongKind {
                 expected: "snapshot delta",
             });
         }
-        let root = flatbuffers::root_with_opts::<fb::SnapshotDelta>(&verifier_options(), buf)?;
+        let tables = Tables(buf);
+        let root_at = tables.uoffset(0)?;
+        let root = tables.table(root_at)?;
         let view = DeltaView {
-            base_version: root.base_version(),
-            version: root.version(),
-            created_at_ms: root.created_at_ms(),
-            promotions: read_promotions(root.promotions_json())?,
-            upserts: root.upserts(),
-            removals: root.removals(),
+            base_version: root.u64(0)?,
+            version: root.u64(1)?,
+            created_at_ms: root.i64(2)?,
+            upserts: root.vector(3)?,
+            removals: root.vector(4)?,
+            promotions: read_promotions(root.str(5)?)?,
+            tables,
         };
         // The quick checks find nothing in a good delta; on a bad entry the full
         // decode of it reports the same error `decode_delta` would.
         let mut currencies = CurrencyCache::default();
-        for (index, e) in view.upserts.iter().flatten().enumerate() {
-            let valid = read_entry_ref(index, e, &mut currencies).is_ok_and(|entry| {
-                validate_key_ref(&entry.key).is_ok() && entry_ref_is_valid(&entry)
-            });
+        for index in 0..view.upserts.len {
+            let e = view.tables.element(view.upserts, index)?;
+            let valid = match read_entry_at(e, index, &mut currencies) {
+                Ok(entry) => validate_key_ref(&entry.key).is_ok() && entry_ref_is_valid(&entry),
+                Err(DecodeError::Currency { .. }) => false,
+                Err(err) => return Err(err),
+            };
             if !valid {
-                read_entry(index, e)?;
+                return Err(full_entry_error(buf, index));
             }
         }
-        for (index, k) in view.removals.iter().flatten().enumerate() {
-            if validate_key_ref(&read_key_ref(k)).is_err() {
-                read_key(k).map_err(|source| DecodeError::Key { index, source })?;
-            }
+        for index in 0..view.removals.len {
+            let key = read_key_at(view.tables.element(view.removals, index)?)?;
+            validate_key_ref(&key).map_err(|source| DecodeError::Key { index, source })?;
         }
         Ok(view)
     }
@@ -251,18 +265,270 @@ impl<'a> DeltaView<'a> {
     /// The upserted entries, in delta order.
     pub fn upserts(&self) -> impl ExactSizeIterator<Item = EntryRef<'a>> + '_ {
         let mut currencies = CurrencyCache::default();
-        let list = self.upserts.unwrap_or_default();
-        (0..list.len()).map(move |index| {
-            read_entry_ref(index, list.get(index), &mut currencies)
-                .expect("entries were validated by DeltaView::parse")
+        (0..self.upserts.len).map(move |index| {
+            self.tables
+                .element(self.upserts, index)
+                .and_then(|e| read_entry_at(e, index, &mut currencies))
+                .expect("entries were checked by DeltaView::parse")
         })
     }
 
     /// The removed keys, in delta order.
     pub fn removals(&self) -> impl ExactSizeIterator<Item = KeyRef<'a>> + '_ {
-        let list = self.removals.unwrap_or_default();
-        (0..list.len()).map(move |index| read_key_ref(list.get(index)))
+        (0..self.removals.len).map(move |index| {
+            self.tables
+                .element(self.removals, index)
+                .and_then(read_key_at)
+                .expect("keys were checked by DeltaView::parse")
+        })
     }
+}
+
+/// The error `decode_delta` gives for upsert `index` (which a quick check refused).
+fn full_entry_error(buf: &[u8], index: usize) -> DecodeError {
+    let decoded = flatbuffers::root_with_opts::<fb::SnapshotDelta>(&verifier_options(), buf)
+        .map_err(DecodeError::from)
+        .and_then(|root| {
+            let e = root.upserts().expect("checked").get(index);
+            read_entry(index, e)
+        });
+    match decoded {
+        Err(err) => err,
+        Ok(_) => DecodeError::Layout {
+            what: "entry the flatbuffers verifier accepts but the reader refused",
+            at: index,
+        },
+    }
+}
+
+/// A vector of tables: where its first element's offset is, and how many.
+#[derive(Debug, Clone, Copy, Default)]
+struct TableVector {
+    at: usize,
+    len: usize,
+}
+
+/// A bounds-checked reader of flatbuffers tables: every read of a scalar, offset,
+/// string or vector checks what the flatbuffers verifier checks for it.
+#[derive(Debug, Clone, Copy)]
+struct Tables<'a>(&'a [u8]);
+
+/// A table found in [`Tables`]: its position and its vtable's.
+#[derive(Debug, Clone, Copy)]
+struct TableAt<'a> {
+    tables: Tables<'a>,
+    at: usize,
+    vtable: usize,
+    vtable_len: usize,
+}
+
+fn layout(what: &'static str, at: usize) -> DecodeError {
+    DecodeError::Layout { what, at }
+}
+
+impl<'a> Tables<'a> {
+    /// `N` bytes at `at`, which must be aligned to `N` (scalars are aligned to their
+    /// size, relative to the start of the buffer).
+    #[inline]
+    fn bytes<const N: usize>(self, at: usize) -> Result<[u8; N], DecodeError> {
+        if at % N != 0 {
+            return Err(layout("unaligned scalar", at));
+        }
+        at.checked_add(N)
+            .and_then(|end| self.0.get(at..end))
+            .map(|b| b.try_into().expect("N bytes"))
+            .ok_or(layout("scalar out of the buffer", at))
+    }
+
+    #[inline]
+    fn u16(self, at: usize) -> Result<u16, DecodeError> {
+        self.bytes(at).map(u16::from_le_bytes)
+    }
+
+    #[inline]
+    fn u32(self, at: usize) -> Result<u32, DecodeError> {
+        self.bytes(at).map(u32::from_le_bytes)
+    }
+
+    /// Follows the unsigned offset stored at `at`.
+    #[inline]
+    fn uoffset(self, at: usize) -> Result<usize, DecodeError> {
+        let offset = self.u32(at)? as usize;
+        at.checked_add(offset)
+            .filter(|&to| to < self.0.len())
+            .ok_or(layout("offset out of the buffer", at))
+    }
+
+    #[inline]
+    fn table(self, at: usize) -> Result<TableAt<'a>, DecodeError> {
+        let soffset = i32::from_le_bytes(self.bytes(at)?) as i64;
+        let vtable = usize::try_from(at as i64 - soffset)
+            .map_err(|_| layout("vtable out of the buffer", at))?;
+        let vtable_len = self.u16(vtable)? as usize;
+        let table_len = self.u16(vtable + 2)? as usize;
+        if vtable_len < 4 || vtable_len % 2 != 0 || vtable + vtable_len > self.0.len() {
+            return Err(layout("malformed vtable", vtable));
+        }
+        if at + table_len > self.0.len() {
+            return Err(layout("table out of the buffer", at));
+        }
+        Ok(TableAt {
+            tables: self,
+            at,
+            vtable,
+            vtable_len,
+        })
+    }
+
+    /// Element `index` of a vector of tables.
+    #[inline]
+    fn element(self, vector: TableVector, index: usize) -> Result<TableAt<'a>, DecodeError> {
+        debug_assert!(index < vector.len);
+        self.table(self.uoffset(vector.at + 4 * index)?)
+    }
+
+    /// The string whose length is at `at`: in range, NUL-terminated, UTF-8.
+    #[inline]
+    fn string(self, at: usize) -> Result<&'a str, DecodeError> {
+        let len = self.u32(at)? as usize;
+        let start = at + 4;
+        let bytes = start
+            .checked_add(len)
+            .filter(|&end| end < self.0.len() && self.0[end] == 0)
+            .map(|end| &self.0[start..end])
+            .ok_or(layout("string out of the buffer or not terminated", at))?;
+        std::str::from_utf8(bytes).map_err(|_| layout("string is not UTF-8", at))
+    }
+}
+
+impl<'a> TableAt<'a> {
+    /// Where field `id` is, if present.
+    #[inline]
+    fn field(&self, id: usize) -> Result<Option<usize>, DecodeError> {
+        let slot = 4 + 2 * id;
+        if slot >= self.vtable_len {
+            return Ok(None);
+        }
+        let offset = self.tables.u16(self.vtable + slot)? as usize;
+        Ok((offset != 0).then_some(self.at + offset))
+    }
+
+    #[inline]
+    fn i64(&self, id: usize) -> Result<i64, DecodeError> {
+        match self.field(id)? {
+            Some(at) => self.tables.bytes(at).map(i64::from_le_bytes),
+            None => Ok(0),
+        }
+    }
+
+    #[inline]
+    fn u64(&self, id: usize) -> Result<u64, DecodeError> {
+        match self.field(id)? {
+            Some(at) => self.tables.bytes(at).map(u64::from_le_bytes),
+            None => Ok(0),
+        }
+    }
+
+    #[inline]
+    fn str(&self, id: usize) -> Result<Option<&'a str>, DecodeError> {
+        match self.field(id)? {
+            Some(at) => Ok(Some(self.tables.string(self.tables.uoffset(at)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    #[inline]
+    fn required_str(&self, id: usize, what: &'static str) -> Result<&'a str, DecodeError> {
+        self.str(id)?.ok_or(layout(what, self.at))
+    }
+
+    #[inline]
+    fn table(&self, id: usize) -> Result<Option<TableAt<'a>>, DecodeError> {
+        match self.field(id)? {
+            Some(at) => Ok(Some(self.tables.table(self.tables.uoffset(at)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    #[inline]
+    fn vector(&self, id: usize) -> Result<TableVector, DecodeError> {
+        let Some(at) = self.field(id)? else {
+            return Ok(TableVector::default());
+        };
+        let at = self.tables.uoffset(at)?;
+        let len = self.tables.u32(at)? as usize;
+        len.checked_mul(4)
+            .and_then(|bytes| bytes.checked_add(at + 4))
+            .filter(|&end| end <= self.tables.0.len())
+            .ok_or(layout("vector out of the buffer", at))?;
+        Ok(TableVector { at: at + 4, len })
+    }
+}
+
+// Field ids of `fbs/price.fbs`, in declaration order.
+const KEY_SKU: usize = 0;
+const KEY_STORE: usize = 1;
+const KEY_CHANNEL: usize = 2;
+const KEY_SEGMENT: usize = 3;
+const ENTRY_KEY: usize = 0;
+const ENTRY_CURRENCY: usize = 1;
+const ENTRY_LIST_PRICE: usize = 2;
+const ENTRY_PRICE: usize = 3;
+const ENTRY_FLOOR: usize = 4;
+const ENTRY_PROMOTION: usize = 5;
+const ENTRY_VALID_FROM: usize = 6;
+const ENTRY_VALID_UNTIL: usize = 7;
+const ENTRY_REVISION: usize = 8;
+const PROMOTION_ID: usize = 0;
+const PROMOTION_LABEL: usize = 1;
+const PROMOTION_PRICE: usize = 2;
+const PROMOTION_STARTS: usize = 3;
+const PROMOTION_ENDS: usize = 4;
+
+fn read_key_at<'a>(k: TableAt<'a>) -> Result<KeyRef<'a>, DecodeError> {
+    Ok(KeyRef {
+        sku: k.required_str(KEY_SKU, "key without a sku")?,
+        store: read_dim_ref(k.str(KEY_STORE)?),
+        channel: read_dim_ref(k.str(KEY_CHANNEL)?),
+        segment: read_dim_ref(k.str(KEY_SEGMENT)?),
+    })
+}
+
+fn read_entry_at<'a>(
+    e: TableAt<'a>,
+    index: usize,
+    currencies: &mut CurrencyCache,
+) -> Result<EntryRef<'a>, DecodeError> {
+    let key = e
+        .table(ENTRY_KEY)?
+        .ok_or(layout("entry without a key", e.at))?;
+    let key = read_key_at(key)?;
+    let currency = currencies
+        .parse(e.required_str(ENTRY_CURRENCY, "entry without a currency")?)
+        .map_err(|source| DecodeError::Currency { index, source })?;
+    let promotion = match e.table(ENTRY_PROMOTION)? {
+        Some(p) => Some(PromotionRef {
+            id: p.required_str(PROMOTION_ID, "promotion without an id")?,
+            label: p.str(PROMOTION_LABEL)?.unwrap_or_default(),
+            price_minor: p.i64(PROMOTION_PRICE)?,
+            starts_at_ms: p.i64(PROMOTION_STARTS)?,
+            ends_at_ms: p.i64(PROMOTION_ENDS)?,
+        }),
+        None => None,
+    };
+    let valid_from_ms = e.i64(ENTRY_VALID_FROM)?;
+    let valid_until_ms = e.i64(ENTRY_VALID_UNTIL)?;
+    Ok(EntryRef {
+        key,
+        currency,
+        list_price_minor: e.i64(ENTRY_LIST_PRICE)?,
+        price_minor: e.i64(ENTRY_PRICE)?,
+        floor_minor: e.i64(ENTRY_FLOOR)?,
+        promotion,
+        valid_from_ms: (valid_from_ms != 0).then_some(valid_from_ms),
+        valid_until_ms: (valid_until_ms != 0).then_some(valid_until_ms),
+        revision: e.u64(ENTRY_REVISION)?,
+    })
 }
 
 /// Currencies are shared strings in an encoded buffer: a repeat is the same bytes at
@@ -302,42 +568,6 @@ fn read_dim_ref(value: Option<&str>) -> &str {
     }
 }
 
-fn read_key_ref(k: fb::PriceKey<'_>) -> KeyRef<'_> {
-    KeyRef {
-        sku: k.sku(),
-        store: read_dim_ref(k.store()),
-        channel: read_dim_ref(k.channel()),
-        segment: read_dim_ref(k.segment()),
-    }
-}
-
-fn read_entry_ref<'a>(
-    index: usize,
-    e: fb::PriceEntry<'a>,
-    currencies: &mut CurrencyCache,
-) -> Result<EntryRef<'a>, DecodeError> {
-    let currency = currencies
-        .parse(e.currency())
-        .map_err(|source| DecodeError::Currency { index, source })?;
-    Ok(EntryRef {
-        key: read_key_ref(e.key()),
-        currency,
-        list_price_minor: e.list_price_minor(),
-        price_minor: e.price_minor(),
-        floor_minor: e.floor_minor(),
-        promotion: e.promotion().map(|p| PromotionRef {
-            id: p.id(),
-            label: p.label().unwrap_or_default(),
-            price_minor: p.price_minor(),
-            starts_at_ms: p.starts_at_ms(),
-            ends_at_ms: p.ends_at_ms(),
-        }),
-        valid_from_ms: (e.valid_from_ms() != 0).then_some(e.valid_from_ms()),
-        valid_until_ms: (e.valid_until_ms() != 0).then_some(e.valid_until_ms()),
-        revision: e.revision(),
-    })
-}
-
 /// The checks of [`PriceEntry::validate`] on a borrowed entry.
 fn entry_ref_is_valid(e: &EntryRef<'_>) -> bool {
     let window_ok = match (e.valid_from_ms, e.valid_until_ms) {
@@ -353,6 +583,13 @@ fn entry_ref_is_valid(e: &EntryRef<'_>) -> bool {
         && e.price_minor >= e.floor_minor
         && window_ok
         && promotion_ok
+}
+
+/// Whether `buf` carries file identifier `id`. `flatbuffers::buffer_has_identifier`
+/// panics on buffers shorter than 8 bytes (a body of a few bytes stopped the edge's
+/// writer thread); such buffers have no identifier.
+fn has_identifier(buf: &[u8], id: &str) -> bool {
+    buf.len() >= 8 && flatbuffers::buffer_has_identifier(buf, id, false)
 }
 
 fn verifier_options() -> VerifierOptions {
@@ -436,7 +673,7 @@ pub fn encode_delta(delta: &DeltaData) -> Vec<u8> {
 
 /// Decodes and validates a full snapshot.
 pub fn decode_snapshot(buf: &[u8]) -> Result<SnapshotData, DecodeError> {
-    if !flatbuffers::buffer_has_identifier(buf, SNAPSHOT_ID, false) {
+    if !has_identifier(buf, SNAPSHOT_ID) {
         return Err(DecodeError::WrongKind {
             expected: "snapshot",
         });
@@ -460,7 +697,7 @@ pub fn decode_snapshot(buf: &[u8]) -> Result<SnapshotData, DecodeError> {
 
 /// Decodes and validates a delta.
 pub fn decode_delta(buf: &[u8]) -> Result<DeltaData, DecodeError> {
-    if !flatbuffers::buffer_has_identifier(buf, DELTA_ID, false) {
+    if !has_identifier(buf, DELTA_ID) {
         return Err(DecodeError::WrongKind {
             expected: "snapshot delta",
         });
@@ -723,6 +960,20 @@ mod tests {
             decode_delta(b"garbage!"),
             Err(DecodeError::WrongKind { .. })
         ));
+        for short in [&b""[..], b"EPDL", b"\x08\0\0\0EPD"] {
+            assert!(matches!(
+                decode_delta(short),
+                Err(DecodeError::WrongKind { .. })
+            ));
+            assert!(matches!(
+                decode_snapshot(short),
+                Err(DecodeError::WrongKind { .. })
+            ));
+            assert!(matches!(
+                DeltaView::parse(short),
+                Err(DecodeError::WrongKind { .. })
+            ));
+        }
     }
 
     #[test]
@@ -816,5 +1067,74 @@ mod tests {
             })),
             Err(DecodeError::WrongKind { .. })
         ));
+    }
+
+    /// Damaged buffers: the in-place reader never panics, refuses what the verifier
+    /// refuses, and reads what decoding reads from anything it accepts.
+    #[test]
+    fn delta_views_of_damaged_buffers_agree_with_decoding() {
+        let data = DeltaData {
+            base_version: 1,
+            version: 2,
+            created_at_ms: 3,
+            promotions: None,
+            upserts: (0..6)
+                .map(|i| {
+                    entry(
+                        &format!("SKU-{i}"),
+                        ["*", "s1"][i % 2],
+                        100 + i as i64,
+                        i % 3 == 0,
+                    )
+                })
+                .collect(),
+            removals: vec![PriceKey::chain_wide(Sku::new("GONE").unwrap())],
+        };
+        let good = encode_delta(&data);
+        // xorshift: deterministic, no dependency.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for round in 0..20_000 {
+            let mut buf = good.clone();
+            for _ in 0..1 + round % 3 {
+                let at = next() as usize % buf.len();
+                buf[at] = match next() % 4 {
+                    0 => 0,
+                    1 => 0xff,
+                    _ => next() as u8,
+                };
+            }
+            if round % 97 == 0 {
+                buf.truncate(next() as usize % buf.len());
+            }
+            let decoded = decode_delta(&buf);
+            match DeltaView::parse(&buf) {
+                Ok(view) => {
+                    let decoded = decoded.unwrap_or_else(|err| {
+                        panic!("round {round}: the reader accepted what decoding refused: {err}")
+                    });
+                    assert_eq!(
+                        view.upserts().collect::<Vec<_>>(),
+                        decoded.upserts.iter().map(EntryRef::of).collect::<Vec<_>>()
+                    );
+                    assert_eq!(
+                        view.removals().collect::<Vec<_>>(),
+                        decoded.removals.iter().map(KeyRef::of).collect::<Vec<_>>()
+                    );
+                    accepted += 1;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(
+            accepted > 100 && refused > 100,
+            "{accepted} accepted, {refused} refused"
+        );
     }
 }

@@ -178,13 +178,15 @@ impl Persistence {
                 ))
             }
         };
-        let mut record = Vec::with_capacity(encoded.len() + 8);
-        record.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
-        record.extend_from_slice(&crc32fast::hash(encoded).to_le_bytes());
-        record.extend_from_slice(encoded);
-        log.write_all(&record)?;
+        let mut header = [0u8; 8];
+        header[..4].copy_from_slice(&(encoded.len() as u32).to_le_bytes());
+        header[4..].copy_from_slice(&crc32fast::hash(encoded).to_le_bytes());
+        // Two writes, not a copy of the delta into one buffer: a crash between them
+        // leaves a torn record, which recovery stops at like any other.
+        log.write_all(&header)?;
+        log.write_all(encoded)?;
         log.sync_data()?;
-        self.log_bytes += record.len() as u64;
+        self.log_bytes += (header.len() + encoded.len()) as u64;
         Ok(())
     }
 

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ahash::RandomState;
 use chrono_tz::Tz;
-use edgeprice_pricing::key::specificity;
+use edgeprice_pricing::key::{specificity, MAX_KEY_LEN};
 use edgeprice_pricing::promo::{shelf_price, CartContext, CartLine, PromotionSet};
 use edgeprice_pricing::{Currency, Dimension, PriceEntry, PriceKey, PromotionTag, Sku, ANY};
 use edgeprice_schemas::codec::{
@@ -357,20 +357,83 @@ impl Variant {
 /// it; owned by the lineage of versions that share it (see [`Lineage`]).
 #[derive(Debug, Clone)]
 pub struct SkuPrices {
-    pub hash: u64,
-    pub sku: Box<str>,
     pub variants: Box<[Variant]>,
+    pub hash: u64,
+    pub sku: SkuName,
+}
+
+/// A SKU held inline in its record (SKUs are at most [`MAX_KEY_LEN`] bytes): one
+/// allocation less per record, and a lookup compares it on a line it already loaded.
+#[derive(Clone)]
+pub struct SkuName {
+    len: u8,
+    bytes: [u8; MAX_KEY_LEN],
+}
+
+impl SkuName {
+    fn new(sku: &str) -> SkuName {
+        assert!(
+            sku.len() <= MAX_KEY_LEN,
+            "SKUs are validated to {MAX_KEY_LEN} bytes"
+        );
+        let mut bytes = [0; MAX_KEY_LEN];
+        bytes[..sku.len()].copy_from_slice(sku.as_bytes());
+        SkuName {
+            len: sku.len() as u8,
+            bytes,
+        }
+    }
+
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        let bytes = &self.bytes[..self.len as usize];
+        // SAFETY: `bytes` is a copy of a whole `&str` (see `new`).
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+}
+
+impl std::ops::Deref for SkuName {
+    type Target = str;
+    #[inline]
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for SkuName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for SkuName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl SkuPrices {
-    fn new(hash: u64, sku: Box<str>, mut variants: Vec<Variant>) -> SkuPrices {
+    fn new(hash: u64, sku: &str, mut variants: Vec<Variant>) -> SkuPrices {
         sort_variants(&mut variants);
         SkuPrices {
             hash,
-            sku,
+            sku: SkuName::new(sku),
             variants: variants.into_boxed_slice(),
         }
     }
+}
+
+/// A hint to load the cache line at `at`; never faults, reads nothing.
+#[inline(always)]
+fn prefetch<T>(at: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint: it does not fault on any address and has no effect
+    // on the program's state.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(at as *const i8, std::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 /// Stable order: rank descending, then ids, so equal inputs build equal tables.
@@ -745,7 +808,7 @@ impl Snapshot {
             if failed.is_some() {
                 break;
             }
-            let record = leak_record(SkuPrices::new(hash, sku.into(), variants));
+            let record = leak_record(SkuPrices::new(hash, sku, variants));
             records.push(record);
             shard_lists[shard_index(hash, shard_shift)].push(Slot {
                 hash,
@@ -894,31 +957,42 @@ impl Snapshot {
             shards: Vec::new(),
             records: Vec::new(),
         };
+        // Changes of one SKU are one group; groups are in shard order.
+        let mut groups: Vec<(usize, usize)> = Vec::with_capacity(order.len());
+        let mut at = 0;
+        while at < order.len() {
+            let (hash, first) = order[at];
+            let sku = changes[first as usize].sku;
+            let end = at
+                + order[at..]
+                    .iter()
+                    .take_while(|(h, i)| *h == hash && changes[*i as usize].sku == sku)
+                    .count();
+            groups.push((at, end));
+            at = end;
+        }
+        let group_hash = |g: usize| order[groups[g].0].0;
+
         let mut shards = self.shards.clone();
         let mut entry_count = self.entry_count as isize;
         let mut sku_count = self.sku_count as isize;
         let mut start = 0;
-        while start < order.len() {
-            let index = shard_index(order[start].0, self.shard_shift);
+        while start < groups.len() {
+            let index = shard_index(group_hash(start), self.shard_shift);
             let end = start
-                + order[start..]
-                    .iter()
-                    .take_while(|(h, _)| shard_index(*h, self.shard_shift) == index)
+                + (start..groups.len())
+                    .take_while(|&g| shard_index(group_hash(g), self.shard_shift) == index)
                     .count();
             let mut slots = self.shard(index).to_vec();
-            let mut group = start;
-            while group < end {
+            for g in start..end {
+                self.prefetch_ahead(g, &groups, &order);
+                let (group, group_end) = groups[g];
                 let (hash, first) = order[group];
                 let sku = changes[first as usize].sku;
-                let group_end = group
-                    + order[group..end]
-                        .iter()
-                        .take_while(|(h, i)| *h == hash && changes[*i as usize].sku == sku)
-                        .count();
                 let position = slots.binary_search_by(|s| {
                     s.hash
                         .cmp(&hash)
-                        .then_with(|| self.record(s).sku.as_ref().cmp(sku))
+                        .then_with(|| self.record(s).sku.as_str().cmp(sku))
                 });
                 let mut variants: Vec<Variant> = match position {
                     Ok(i) => self.record(&slots[i]).variants.to_vec(),
@@ -957,7 +1031,7 @@ impl Snapshot {
                 let record = (!variants.is_empty()).then(|| {
                     let record = leak_record(SkuPrices {
                         hash,
-                        sku: sku.into(),
+                        sku: SkuName::new(sku),
                         variants: variants.into_boxed_slice(),
                     });
                     born.records.push(record);
@@ -984,7 +1058,6 @@ impl Snapshot {
                     }
                     (Err(_), None) => {}
                 }
-                group = group_end;
             }
             let shard = leak_shard(slots);
             retired.shards.push(self.shards[index]);
@@ -1056,6 +1129,36 @@ impl Snapshot {
         unsafe { slot.prices.as_ref() }
     }
 
+    /// Starts loading what the groups after `g` will read, one step further for each
+    /// group ahead: the shard table entry, the shard, the record, its variants. A
+    /// delta's SKUs are scattered over the table, so without this every group waits
+    /// for four cache misses in a row; with it they overlap with the work on `g`.
+    #[inline]
+    fn prefetch_ahead(&self, g: usize, groups: &[(usize, usize)], order: &[(u64, u32)]) {
+        let hash = |ahead: usize| groups.get(g + ahead).map(|&(at, _)| order[at].0);
+        let slot = |hash: u64| {
+            self.shard(shard_index(hash, self.shard_shift))
+                .iter()
+                .find(|s| s.hash == hash)
+        };
+        if let Some(hash) = hash(4) {
+            prefetch(&self.shards[shard_index(hash, self.shard_shift)]);
+        }
+        if let Some(hash) = hash(3) {
+            prefetch(self.shards[shard_index(hash, self.shard_shift)].as_ptr() as *const u8);
+        }
+        if let Some(slot) = hash(2).and_then(slot) {
+            prefetch(slot.prices.as_ptr());
+        }
+        if let Some(slot) = hash(1).and_then(slot) {
+            let record = self.record(slot);
+            let variants = record.variants.as_ptr() as *const u8;
+            prefetch(variants);
+            prefetch(variants.wrapping_add(64));
+            prefetch(variants.wrapping_add(128));
+        }
+    }
+
     pub fn version(&self) -> u64 {
         self.version
     }
@@ -1121,7 +1224,7 @@ impl Snapshot {
             .binary_search_by(|s| {
                 s.hash
                     .cmp(&hash)
-                    .then_with(|| (*self.record(s).sku).cmp(sku))
+                    .then_with(|| self.record(s).sku.as_str().cmp(sku))
             })
             .ok()
             .map(|i| self.record(&slots[i]))

@@ -4,15 +4,15 @@
 //! HTTP handlers read it under a short read lock.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use edgeprice_pricing::guardrail::margin_bp;
-use edgeprice_pricing::SkuEconomics;
 use edgeprice_schemas::admin::{
     AlertRow, Amount, Approval, MarginBucket, PipelineMetrics, SkuPage, SkuRow,
 };
 
 use super::controls::Controls;
+use super::promotions::PromotionBook;
 use crate::pipeline::PipelineConfig;
 use crate::store::SkuState;
 
@@ -41,6 +41,7 @@ struct Inner {
     promotion_of: HashMap<String, String>,
     approvals: BTreeMap<String, Approval>,
     controls: Controls,
+    promotions: Arc<PromotionBook>,
     alerts: VecDeque<AlertRow>,
     events_total: u64,
     decisions_total: u64,
@@ -95,14 +96,7 @@ pub fn row_of(
     let published = state.published.as_ref();
     let price = published.map_or(state.list_price_minor, |e| e.price_minor);
     let margin = state.cost_minor.and_then(|cost| {
-        let economics = SkuEconomics {
-            currency: state.currency,
-            cost_minor: cost,
-            logistics_minor: state.logistics_minor,
-            tax_rate_bp: state.tax_rate_bp,
-            floor_minor: state.floor_minor,
-            ceiling_minor: state.ceiling_minor,
-        };
+        let economics = state.economics(cost);
         margin_bp(
             price,
             &economics,
@@ -203,6 +197,16 @@ impl Board {
     /// The controls in force.
     pub fn controls(&self) -> Controls {
         self.read().controls.clone()
+    }
+
+    /// Installs the promotion book as last committed.
+    pub fn set_promotions(&self, book: &PromotionBook) {
+        self.write().promotions = Arc::new(book.clone());
+    }
+
+    /// The promotion book as last committed.
+    pub fn promotions(&self) -> Arc<PromotionBook> {
+        Arc::clone(&self.read().promotions)
     }
 
     /// Adds alerts (newest last).

@@ -21,6 +21,7 @@ use super::{
     Reply, Service,
 };
 use crate::admin::board::SkuSort;
+use crate::admin::promotions::dry_run;
 use crate::pipeline::controls::{Actor, AdminError, ADMIN_AUDIT_KEY};
 use crate::store::{EventLog, SkuState, StoreError};
 
@@ -192,39 +193,41 @@ pub(super) async fn handle(service: &Service, request: Request<Incoming>, route:
             .await
         }
         ("promotions", None, &Method::GET) => {
-            let rows = blocking({
-                let control = control.clone();
-                move || control.operate(|ops, now| ops.promotion_rows(now))
-            })
-            .await;
-            match rows {
-                Ok(Ok(rows)) => ok(StatusCode::OK, &rows),
-                Ok(Err(err)) => stopped(err),
-                Err(reply) => reply,
-            }
+            let board = control.board();
+            ok(
+                StatusCode::OK,
+                &board.promotions().rows(&board.controls(), crate::now_ms()),
+            )
         }
         ("promotions", Some("dry-run"), &Method::POST) => {
             let body: DryRunRequest = match body_json(request).await {
                 Ok(body) => body,
                 Err(reply) => return reply,
             };
-            operate(service, StatusCode::OK, move |ops, now| {
-                ops.dry_run_promotion(&body, now)
-            })
-            .await
-        }
-        ("promotions", Some(id), &Method::GET) => {
-            let id = id.to_owned();
-            let found = blocking({
-                let control = control.clone();
-                move || control.operate(move |ops, _| ops.promotion(&id))
+            // From the board: the pipeline thread is not involved.
+            let control = control.clone();
+            let report = blocking(move || {
+                let board = control.board();
+                let rows = board.rows();
+                dry_run(
+                    &board.promotions(),
+                    &board.controls(),
+                    &rows,
+                    &body,
+                    crate::now_ms(),
+                )
             })
             .await;
-            match found {
-                Ok(Ok(Some(promotion))) => ok(StatusCode::OK, &promotion),
-                Ok(Ok(None)) => error_reply(404, "unknown_promotion", "no such promotion"),
-                Ok(Err(err)) => stopped(err),
+            match report {
+                Ok(Ok(report)) => ok(StatusCode::OK, &report),
+                Ok(Err(message)) => error_reply(422, "invalid_promotion", &message),
                 Err(reply) => reply,
+            }
+        }
+        ("promotions", Some(id), &Method::GET) => {
+            match control.board().promotions().promotions.get(id) {
+                Some(promotion) => ok(StatusCode::OK, promotion),
+                None => error_reply(404, "unknown_promotion", "no such promotion"),
             }
         }
         ("promotions", Some(id), &Method::PUT) => {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use edgeprice_pricing::promo::Promotion;
 use edgeprice_pricing::{Dimension, PriceEntry, PriceKey, Sku};
 use edgeprice_schemas::admin::{
-    BlastRadius, DryRunReport, DryRunRequest, EngagedSwitch, KillSwitchOutcome, KillSwitchRequest,
-    Override, OverrideRequest, PromotionChange, PromotionRow, Role, Switch,
+    BlastRadius, EngagedSwitch, KillSwitchOutcome, KillSwitchRequest, Override, OverrideRequest,
+    PromotionChange, Role, Switch,
 };
 use edgeprice_schemas::codec::PromotionsDoc;
 use serde_json::json;
@@ -18,7 +18,7 @@ use tracing::info;
 
 use super::{DecisionRecord, Pipeline, PipelineError, VERSION_KEY};
 use crate::admin::controls::{override_key, Controls, MAX_OVERRIDE_MS};
-use crate::admin::promotions::{dry_run, DefinitionAction, DefinitionEvent, PromotionBook};
+use crate::admin::promotions::{DefinitionAction, DefinitionEvent, PromotionBook};
 use crate::audit;
 use crate::feeds::{FeedError, FeedKind};
 use crate::publish::Publisher;
@@ -102,12 +102,14 @@ fn check_reason(reason: &str) -> Result<(), AdminError> {
 /// The operator actions, object-safe so the runtime can hand them to the pipeline
 /// thread without knowing its publisher type.
 pub trait Operations {
+    /// Pins a price (see [`OverrideRequest`]).
     fn set_override(
         &mut self,
         request: OverrideRequest,
         actor: &Actor,
         now_ms: i64,
     ) -> Result<Override, AdminError>;
+    /// Ends override `id` (`by` is a token name, or `expiry`).
     fn end_override(
         &mut self,
         id: u64,
@@ -115,12 +117,14 @@ pub trait Operations {
         reason: &str,
         now_ms: i64,
     ) -> Result<Override, AdminError>;
+    /// Engages or releases a kill switch (see [`KillSwitchRequest`]).
     fn kill_switch(
         &mut self,
         request: KillSwitchRequest,
         actor: &Actor,
         now_ms: i64,
     ) -> Result<KillSwitchOutcome, AdminError>;
+    /// Creates or replaces a promotion and publishes the new document.
     fn put_promotion(
         &mut self,
         promotion: Promotion,
@@ -128,6 +132,7 @@ pub trait Operations {
         reason: &str,
         now_ms: i64,
     ) -> Result<PromotionChange, AdminError>;
+    /// Ends (removes) a promotion and publishes the new document.
     fn end_promotion(
         &mut self,
         id: &str,
@@ -135,14 +140,9 @@ pub trait Operations {
         reason: &str,
         now_ms: i64,
     ) -> Result<PromotionChange, AdminError>;
-    fn dry_run_promotion(
-        &self,
-        request: &DryRunRequest,
-        now_ms: i64,
-    ) -> Result<DryRunReport, AdminError>;
-    fn promotion_rows(&self, now_ms: i64) -> Vec<PromotionRow>;
-    fn promotion(&self, id: &str) -> Option<Promotion>;
-    /// Applies a promotion definition event from the promotions feed.
+    /// Applies a promotion definition event from the promotions feed (see
+    /// [`DefinitionEvent`]): accepted once durable, acknowledged as a duplicate when its
+    /// id was applied already, refused (and dead-lettered) with the reason otherwise.
     fn apply_definition(&mut self, source: &str, body: &[u8], now_ms: i64) -> Outcome;
     /// Approves or rejects a high-risk SKU's pending price suggestion.
     fn decide_suggestion(
@@ -157,101 +157,6 @@ pub trait Operations {
 
 impl<P: Publisher> Operations for Pipeline<P> {
     fn set_override(
-        &mut self,
-        request: OverrideRequest,
-        actor: &Actor,
-        now_ms: i64,
-    ) -> Result<Override, AdminError> {
-        Pipeline::set_override(self, request, actor, now_ms)
-    }
-    fn end_override(
-        &mut self,
-        id: u64,
-        by: &str,
-        reason: &str,
-        now_ms: i64,
-    ) -> Result<Override, AdminError> {
-        Pipeline::end_override(self, id, by, reason, now_ms)
-    }
-    fn kill_switch(
-        &mut self,
-        request: KillSwitchRequest,
-        actor: &Actor,
-        now_ms: i64,
-    ) -> Result<KillSwitchOutcome, AdminError> {
-        Pipeline::kill_switch(self, request, actor, now_ms)
-    }
-    fn put_promotion(
-        &mut self,
-        promotion: Promotion,
-        actor: &Actor,
-        reason: &str,
-        now_ms: i64,
-    ) -> Result<PromotionChange, AdminError> {
-        Pipeline::put_promotion(self, promotion, actor, reason, now_ms)
-    }
-    fn end_promotion(
-        &mut self,
-        id: &str,
-        actor: &Actor,
-        reason: &str,
-        now_ms: i64,
-    ) -> Result<PromotionChange, AdminError> {
-        Pipeline::end_promotion(self, id, actor, reason, now_ms)
-    }
-    fn dry_run_promotion(
-        &self,
-        request: &DryRunRequest,
-        now_ms: i64,
-    ) -> Result<DryRunReport, AdminError> {
-        Pipeline::dry_run_promotion(self, request, now_ms)
-    }
-    fn promotion_rows(&self, now_ms: i64) -> Vec<PromotionRow> {
-        Pipeline::promotion_rows(self, now_ms)
-    }
-    fn promotion(&self, id: &str) -> Option<Promotion> {
-        Pipeline::promotion(self, id)
-    }
-    fn apply_definition(&mut self, source: &str, body: &[u8], now_ms: i64) -> Outcome {
-        Pipeline::apply_definition(self, source, body, now_ms)
-    }
-    fn decide_suggestion(
-        &mut self,
-        sku: &Sku,
-        approve: bool,
-        actor: &Actor,
-        reason: &str,
-        now_ms: i64,
-    ) -> Result<DecisionRecord, AdminError> {
-        check_reason(reason)?;
-        let record = if approve {
-            self.approve_suggestion(sku, now_ms)?
-        } else {
-            self.reject_suggestion(sku, now_ms)?
-        };
-        let note = json!({
-            "kind": "approval",
-            "actor": actor.name,
-            "role": actor.role,
-            "reason": reason,
-            "sku": sku.as_str(),
-            "approve": approve,
-            "snapshot_version": record.snapshot_version,
-        });
-        audit::append(&self.conn, ADMIN_AUDIT_KEY, now_ms, &note.to_string())
-            .map_err(PipelineError::from)?;
-        Ok(record)
-    }
-}
-
-impl<P: Publisher> Pipeline<P> {
-    /// The controls in force.
-    pub fn controls(&self) -> &Controls {
-        &self.controls
-    }
-
-    /// Pins a price (see [`OverrideRequest`]).
-    pub fn set_override(
         &mut self,
         request: OverrideRequest,
         actor: &Actor,
@@ -353,8 +258,7 @@ impl<P: Publisher> Pipeline<P> {
         Ok(created)
     }
 
-    /// Ends override `id` (`by` is a token name, or `expiry`).
-    pub fn end_override(
+    fn end_override(
         &mut self,
         id: u64,
         by: &str,
@@ -391,45 +295,7 @@ impl<P: Publisher> Pipeline<P> {
         Ok(ended)
     }
 
-    /// Ends every override whose time is up; returns how many.
-    pub fn expire_overrides(&mut self, now_ms: i64) -> Result<usize, AdminError> {
-        let due: Vec<u64> = self
-            .controls
-            .overrides
-            .iter()
-            .filter(|o| o.expires_at_ms <= now_ms)
-            .map(|o| o.id)
-            .collect();
-        for id in &due {
-            self.end_override(*id, "expiry", "the override expired", now_ms)?;
-        }
-        Ok(due.len())
-    }
-
-    /// What `switch` touches.
-    pub fn blast_radius(&self, switch: &Switch) -> BlastRadius {
-        let edges = self.edges;
-        let (skus, promotions) = match switch {
-            Switch::AllPromotions => {
-                let (skus, ids) = self.board.promoted(None);
-                (skus, ids + self.promotions.len() as u64)
-            }
-            Switch::Promotion { id } => {
-                let (skus, _) = self.board.promoted(Some(id));
-                (skus, 1)
-            }
-            Switch::FreezeSku { .. } => (1, 0),
-            Switch::Pipeline | Switch::Checkout => (self.board.sku_count() as u64, 0),
-        };
-        BlastRadius {
-            skus,
-            promotions,
-            edges,
-        }
-    }
-
-    /// Engages or releases a kill switch (see [`KillSwitchRequest`]).
-    pub fn kill_switch(
+    fn kill_switch(
         &mut self,
         request: KillSwitchRequest,
         actor: &Actor,
@@ -537,35 +403,7 @@ impl<P: Publisher> Pipeline<P> {
         })
     }
 
-    /// The promotions document the edges get now.
-    pub(super) fn promotions_doc(&self, _now_ms: i64) -> Arc<PromotionsDoc> {
-        self.promotions
-            .document(&self.controls, self.board.categories())
-    }
-
-    /// The promotions as the admin API lists them.
-    pub fn promotion_rows(&self, now_ms: i64) -> Vec<PromotionRow> {
-        self.promotions.rows(&self.controls, now_ms)
-    }
-
-    /// A promotion's definition.
-    pub fn promotion(&self, id: &str) -> Option<Promotion> {
-        self.promotions.promotions.get(id).cloned()
-    }
-
-    /// What publishing `request.promotion` would change (see [`DryRunRequest`]).
-    pub fn dry_run_promotion(
-        &self,
-        request: &DryRunRequest,
-        now_ms: i64,
-    ) -> Result<DryRunReport, AdminError> {
-        let rows = self.board.rows();
-        dry_run(&self.promotions, &self.controls, &rows, request, now_ms)
-            .map_err(|e| AdminError::invalid("invalid_promotion", e))
-    }
-
-    /// Creates or replaces a promotion and publishes the new document.
-    pub fn put_promotion(
+    fn put_promotion(
         &mut self,
         promotion: Promotion,
         actor: &Actor,
@@ -573,6 +411,150 @@ impl<P: Publisher> Pipeline<P> {
         now_ms: i64,
     ) -> Result<PromotionChange, AdminError> {
         self.put_promotion_from(promotion, actor, reason, None, now_ms)
+    }
+
+    fn end_promotion(
+        &mut self,
+        id: &str,
+        actor: &Actor,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<PromotionChange, AdminError> {
+        self.end_promotion_from(id, actor, reason, None, now_ms)
+    }
+
+    fn apply_definition(&mut self, source: &str, body: &[u8], now_ms: i64) -> Outcome {
+        let refuse = |this: &mut Self, event_id: Option<&str>, message: String| {
+            let error = FeedError::InvalidEvent(message);
+            let text = String::from_utf8_lossy(body);
+            if let Err(err) = EventLog::dead_letter(
+                &this.conn,
+                FeedKind::Promotions.as_str(),
+                event_id,
+                error.code(),
+                &error.to_string(),
+                &text,
+                now_ms,
+            ) {
+                tracing::warn!(error = %err, "cannot keep a refused definition event");
+            }
+            Outcome::Rejected(error)
+        };
+        let event = match DefinitionEvent::parse(body) {
+            Ok(event) => event,
+            Err(message) => return refuse(self, None, message),
+        };
+        if self.promotions.has_applied(&event.event_id) {
+            return Outcome::Duplicate;
+        }
+        let actor = Actor {
+            name: format!("feed:{source}"),
+            role: Role::Operator,
+        };
+        let reason = event
+            .reason
+            .clone()
+            .unwrap_or_else(|| format!("promotions feed event {}", event.event_id));
+        let result = match (event.action, event.definition) {
+            (DefinitionAction::Define, Some(definition)) => {
+                self.put_promotion_from(definition, &actor, &reason, Some(&event.event_id), now_ms)
+            }
+            _ => self.end_promotion_from(
+                &event.promotion_id,
+                &actor,
+                &reason,
+                Some(&event.event_id),
+                now_ms,
+            ),
+        };
+        match result {
+            Ok(change) => Outcome::Accepted {
+                seq: change.promotions_version as i64,
+            },
+            Err(AdminError::Pipeline(err)) => {
+                tracing::warn!(error = %err, "definition event not applied");
+                Outcome::Rejected(FeedError::InvalidEvent(format!("not stored, retry: {err}")))
+            }
+            Err(err) => refuse(self, Some(&event.event_id), err.to_string()),
+        }
+    }
+
+    fn decide_suggestion(
+        &mut self,
+        sku: &Sku,
+        approve: bool,
+        actor: &Actor,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<DecisionRecord, AdminError> {
+        check_reason(reason)?;
+        let record = if approve {
+            self.approve_suggestion(sku, now_ms)?
+        } else {
+            self.reject_suggestion(sku, now_ms)?
+        };
+        let note = json!({
+            "kind": "approval",
+            "actor": actor.name,
+            "role": actor.role,
+            "reason": reason,
+            "sku": sku.as_str(),
+            "approve": approve,
+            "snapshot_version": record.snapshot_version,
+        });
+        audit::append(&self.conn, ADMIN_AUDIT_KEY, now_ms, &note.to_string())
+            .map_err(PipelineError::from)?;
+        Ok(record)
+    }
+}
+
+impl<P: Publisher> Pipeline<P> {
+    /// The controls in force.
+    pub fn controls(&self) -> &Controls {
+        &self.controls
+    }
+
+    /// Ends every override whose time is up; returns how many.
+    pub fn expire_overrides(&mut self, now_ms: i64) -> Result<usize, AdminError> {
+        let due: Vec<u64> = self
+            .controls
+            .overrides
+            .iter()
+            .filter(|o| o.expires_at_ms <= now_ms)
+            .map(|o| o.id)
+            .collect();
+        for id in &due {
+            self.end_override(*id, "expiry", "the override expired", now_ms)?;
+        }
+        Ok(due.len())
+    }
+
+    /// What `switch` touches.
+    pub fn blast_radius(&self, switch: &Switch) -> BlastRadius {
+        let edges = self.edges;
+        let (skus, promotions) = match switch {
+            Switch::AllPromotions => {
+                let (skus, ids) = self.board.promoted(None);
+                (skus, ids + self.promotions.len() as u64)
+            }
+            Switch::Promotion { id } => {
+                let (skus, _) = self.board.promoted(Some(id));
+                (skus, 1)
+            }
+            Switch::FreezeSku { .. } => (1, 0),
+            Switch::Pipeline | Switch::Checkout => (self.board.sku_count() as u64, 0),
+        };
+        BlastRadius {
+            skus,
+            promotions,
+            edges,
+        }
+    }
+
+    /// The promotions document the edges get now.
+    pub(super) fn promotions_doc(&self, _now_ms: i64) -> Arc<PromotionsDoc> {
+        self.promotions
+            .document(&self.controls, self.board.categories())
     }
 
     fn put_promotion_from(
@@ -612,17 +594,6 @@ impl<P: Publisher> Pipeline<P> {
             promotions_version: self.promotions.version,
             snapshot_version: self.version,
         })
-    }
-
-    /// Ends (removes) a promotion and publishes the new document.
-    pub fn end_promotion(
-        &mut self,
-        id: &str,
-        actor: &Actor,
-        reason: &str,
-        now_ms: i64,
-    ) -> Result<PromotionChange, AdminError> {
-        self.end_promotion_from(id, actor, reason, None, now_ms)
     }
 
     fn end_promotion_from(
@@ -680,70 +651,12 @@ impl<P: Publisher> Pipeline<P> {
         store::meta_set(&tx, VERSION_KEY, &version.to_string()).map_err(PipelineError::from)?;
         tx.commit().map_err(PipelineError::from)?;
         self.promotions = book;
+        self.board.set_promotions(&self.promotions);
         self.version = version;
         let doc = self.promotions_doc(now_ms);
         self.publish_with(version, now_ms, Vec::new(), Vec::new(), Some(doc))?;
         self.board.set_version(self.version);
         Ok(())
-    }
-
-    /// Applies a promotion definition event from the promotions feed (see
-    /// [`DefinitionEvent`]): accepted once durable, acknowledged as a duplicate when its
-    /// id was applied already, refused (and dead-lettered) with the reason otherwise.
-    pub fn apply_definition(&mut self, source: &str, body: &[u8], now_ms: i64) -> Outcome {
-        let refuse = |this: &mut Self, event_id: Option<&str>, message: String| {
-            let error = FeedError::InvalidEvent(message);
-            let text = String::from_utf8_lossy(body);
-            if let Err(err) = EventLog::dead_letter(
-                &this.conn,
-                FeedKind::Promotions.as_str(),
-                event_id,
-                error.code(),
-                &error.to_string(),
-                &text,
-                now_ms,
-            ) {
-                tracing::warn!(error = %err, "cannot keep a refused definition event");
-            }
-            Outcome::Rejected(error)
-        };
-        let event = match DefinitionEvent::parse(body) {
-            Ok(event) => event,
-            Err(message) => return refuse(self, None, message),
-        };
-        if self.promotions.has_applied(&event.event_id) {
-            return Outcome::Duplicate;
-        }
-        let actor = Actor {
-            name: format!("feed:{source}"),
-            role: Role::Operator,
-        };
-        let reason = event
-            .reason
-            .clone()
-            .unwrap_or_else(|| format!("promotions feed event {}", event.event_id));
-        let result = match (event.action, event.definition) {
-            (DefinitionAction::Define, Some(definition)) => {
-                self.put_promotion_from(definition, &actor, &reason, Some(&event.event_id), now_ms)
-            }
-            _ => self.end_promotion_from(
-                &event.promotion_id,
-                &actor,
-                &reason,
-                Some(&event.event_id),
-                now_ms,
-            ),
-        };
-        match result {
-            Ok(change) => Outcome::Accepted {
-                seq: change.promotions_version as i64,
-            },
-            Err(AdminError::Pipeline(err)) => {
-                tracing::warn!(error = %err, "definition event not applied");
-                Outcome::Rejected(FeedError::InvalidEvent(format!("not stored, retry: {err}")))
-            }
-            Err(err) => refuse(self, Some(&event.event_id), err.to_string()),
-        }
     }
 
     /// A SKU's state (cached or stored).

@@ -43,7 +43,7 @@
 
 use edgeprice_pricing::guardrail::{cut_promotion, guard, Adjustment, Floor, PromotionVerdict};
 use edgeprice_pricing::money::round_div;
-use edgeprice_pricing::{Discount, Money, PriceEntry, PriceKey, PromotionTag, Rule, SkuEconomics};
+use edgeprice_pricing::{Discount, Money, PriceEntry, PriceKey, PromotionTag, Rule};
 use serde::{Deserialize, Serialize};
 
 use super::config::CategoryRules;
@@ -486,14 +486,7 @@ pub fn decide(
             alerts,
         );
     };
-    let economics = SkuEconomics {
-        currency: state.currency,
-        cost_minor: cost,
-        logistics_minor: state.logistics_minor,
-        tax_rate_bp: state.tax_rate_bp,
-        floor_minor: state.floor_minor,
-        ceiling_minor: state.ceiling_minor,
-    };
+    let economics = state.economics(cost);
     let policy = &rules.guardrails;
     let guarded = match guard(
         Money::new(candidate, state.currency),
@@ -855,7 +848,7 @@ mod tests {
                 prop_assert!(tag.price_minor < entry.price_minor);
             }
             if let Some(cost) = cost {
-                let economics = SkuEconomics {
+                let economics = edgeprice_pricing::SkuEconomics {
                     currency: Currency::EUR,
                     cost_minor: cost,
                     logistics_minor: logistics,

@@ -141,6 +141,7 @@ impl<P: Publisher> Pipeline<P> {
         let promotions = PromotionBook::load(&conn)?;
         let board = Arc::new(Board::default());
         board.set_controls(&controls);
+        board.set_promotions(&promotions);
         board.set_version(version);
         let now_ms = crate::now_ms();
         SkuState::for_each(&conn, |state| board.put_states([&state], &config, now_ms))?;

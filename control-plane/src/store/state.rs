@@ -293,6 +293,18 @@ impl SkuState {
         Ok(skus)
     }
 
+    /// The SKU's economics for the guardrails, at unit cost `cost_minor`.
+    pub fn economics(&self, cost_minor: i64) -> edgeprice_pricing::SkuEconomics {
+        edgeprice_pricing::SkuEconomics {
+            currency: self.currency,
+            cost_minor,
+            logistics_minor: self.logistics_minor,
+            tax_rate_bp: self.tax_rate_bp,
+            floor_minor: self.floor_minor,
+            ceiling_minor: self.ceiling_minor,
+        }
+    }
+
     /// Calls `f` with every SKU's state, in name order.
     pub fn for_each(conn: &Connection, mut f: impl FnMut(SkuState)) -> Result<(), StoreError> {
         let mut stmt = conn.prepare("SELECT sku, state FROM sku_state ORDER BY sku")?;
