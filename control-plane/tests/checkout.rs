@@ -409,6 +409,13 @@ impl Plant {
             .collect()
     }
 
+    /// Waits until the saga has sent its sales events and completed.
+    fn completed(&self, saga_id: &str) {
+        eventually("the saga to complete", || {
+            (self.saga_state(saga_id) == "completed").then_some(())
+        });
+    }
+
     fn saga_state(&self, saga_id: &str) -> String {
         let reply = http(
             self.addr(),
@@ -564,7 +571,9 @@ fn a_hot_sku_hammered_by_far_more_buyers_than_stock_never_oversells_and_every_or
         );
         assert_eq!(reply.status, 200);
         assert_eq!(reply.body["order"]["status"], "confirmed");
-        assert_eq!(reply.body["saga"]["state"], "completed");
+        // The answer comes once the order is confirmed; the sales events follow.
+        let saga_id = reply.body["order"]["saga_id"].as_str().unwrap();
+        plant.completed(saga_id);
     }
     assert_eq!(rusqlite_free_count(&plant.control_dir(), "HOT-1"), STOCK);
     assert!(plant.reconcile()["payments_without_order"]
@@ -1275,7 +1284,9 @@ fn reconciliation_reports_payments_without_orders_and_orders_without_payments() 
     let mut plant = Plant::new(Options::default());
     plant.stock("RC-1", 5);
     let token = plant.quote(Some("c1"), &[("RC-1", 1, 100)], &[], 900_000);
-    assert_eq!(plant.buy("rc-1", &token).status, 201);
+    let reply = plant.buy("rc-1", &token);
+    assert_eq!(reply.status, 201);
+    plant.completed(reply.body["saga_id"].as_str().unwrap());
     assert!(plant.reconcile()["payments_without_order"]
         .as_array()
         .unwrap()

@@ -292,8 +292,9 @@ pub enum Transition {
     },
     /// The order exists (status `created`).
     OrderCreated { order_id: String },
-    /// Reservation turned into a sale, coupon redemptions committed, order confirmed.
-    Confirmed,
+    /// Reservation turned into a sale, coupon redemptions committed, order confirmed;
+    /// `response` is the customer's answer from now on (idempotent replays get it).
+    Confirmed { response: StoredResponse },
     /// Sales events are durable in the feed log; the saga is done.
     Completed { response: StoredResponse },
     /// Compensation starts; `code` says why.
@@ -2190,7 +2191,7 @@ fn advance(
                 ),
             )?;
         }
-        Transition::Confirmed => {
+        Transition::Confirmed { response } => {
             if state != SagaState::Ordered {
                 return Ok(Err(CheckoutError::WrongState {
                     saga: saga_id.to_owned(),
@@ -2257,6 +2258,10 @@ fn advance(
                 "UPDATE orders SET status = 'confirmed', updated_at_ms = ?2 WHERE id = ?1",
             )?
             .execute(params![order_id, now])?;
+            tx.prepare_cached(
+                "UPDATE sagas SET response_status = ?2, response_body = ?3 WHERE id = ?1",
+            )?
+            .execute(params![saga_id, response.status, response.body])?;
             set_state(tx, view, saga_id, state, SagaState::Confirmed, now)?;
             log_step(
                 tx,

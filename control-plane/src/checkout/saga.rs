@@ -22,7 +22,7 @@ use edgeprice_pricing::quote::Quote;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use super::events;
@@ -215,12 +215,26 @@ async fn checkout_inner(
     // The saga runs on its own task: a client that hangs up does not stop it halfway
     // (the answer is kept for its retry with the same key).
     let task_inner = Arc::clone(inner);
-    let saga = tokio::spawn(async move {
+    let (answer_tx, answer_rx) = oneshot::channel();
+    tokio::spawn(async move {
         let _running = running;
-        drive(&task_inner, record, &quote, body.payment_method, Mode::Live).await
+        let mut answer_tx = Some(answer_tx);
+        let response = drive(
+            &task_inner,
+            record,
+            &quote,
+            body.payment_method,
+            Mode::Live,
+            &mut answer_tx,
+        )
+        .await;
+        if let Some(answer_tx) = answer_tx {
+            let _ = answer_tx.send(response);
+        }
     });
-    saga.await
-        .map_err(|e| CheckoutError::Storage(format!("saga task failed: {e}")))
+    answer_rx
+        .await
+        .map_err(|_| CheckoutError::Storage("the saga task stopped".into()))
 }
 
 /// Marks a saga as driven by this process while alive.
@@ -304,6 +318,7 @@ async fn drive(
     quote: &Quote,
     method: Option<String>,
     mode: Mode,
+    answer_tx: &mut Option<oneshot::Sender<StoredResponse>>,
 ) -> StoredResponse {
     let saga_id = record.id.clone();
     let mut state = record.state;
@@ -350,10 +365,19 @@ async fn drive(
                     SagaState::Ordered
                 })
                 .map_err(|err| (err, SagaState::Paid)),
-            SagaState::Ordered => confirm(inner, &saga_id)
-                .await
-                .map(|()| SagaState::Confirmed)
-                .map_err(|err| (err, SagaState::Ordered)),
+            SagaState::Ordered => confirm(
+                inner,
+                &saga_id,
+                success_body(
+                    &record,
+                    quote,
+                    payment_id.as_deref().unwrap_or_default(),
+                    order_id.as_deref().unwrap_or_default(),
+                ),
+            )
+            .await
+            .map(|()| SagaState::Confirmed)
+            .map_err(|err| (err, SagaState::Ordered)),
             SagaState::Confirmed => {
                 let response = success_body(
                     &record,
@@ -361,6 +385,11 @@ async fn drive(
                     payment_id.as_deref().unwrap_or_default(),
                     order_id.as_deref().unwrap_or_default(),
                 );
+                // The order is confirmed: the customer has the answer now; the sales
+                // events and the completion follow without keeping them waiting.
+                if let Some(answer_tx) = answer_tx.take() {
+                    let _ = answer_tx.send(response.clone());
+                }
                 match notify(
                     inner,
                     &saga_id,
@@ -541,9 +570,16 @@ async fn create_order(inner: &Inner, saga_id: &str) -> Result<String, CheckoutEr
     Ok(order_id)
 }
 
-async fn confirm(inner: &Inner, saga_id: &str) -> Result<(), CheckoutError> {
+async fn confirm(
+    inner: &Inner,
+    saga_id: &str,
+    response: StoredResponse,
+) -> Result<(), CheckoutError> {
     fault_point(inner, "confirm").await?;
-    inner.ledger.advance(saga_id, Transition::Confirmed).await?;
+    inner
+        .ledger
+        .advance(saga_id, Transition::Confirmed { response })
+        .await?;
     fault_point(inner, "confirmed").await?;
     Ok(())
 }
@@ -723,7 +759,15 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> usize {
             }
         };
         info!(saga = %record.id, state = %record.state, "recovery: picking up saga");
-        let response = drive(inner, record.clone(), &quote, None, Mode::Recovery).await;
+        let response = drive(
+            inner,
+            record.clone(),
+            &quote,
+            None,
+            Mode::Recovery,
+            &mut None,
+        )
+        .await;
         debug!(saga = %record.id, status = response.status, "recovery: saga settled");
         let settled = inner
             .ledger
