@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use std::sync::Arc;
+
 use edgeprice_control::audit;
+use edgeprice_control::checkout::FnCoupons;
 use edgeprice_control::publish::{FanOut, HttpPublisher, Publisher};
 use tracing::info;
 
-use crate::embedded::{ControlPlaneArgs, Embedded};
+use crate::embedded::{CheckoutWiring, ControlPlaneArgs, Embedded};
 
 /// Flags of `edgeprice control`.
 #[derive(Debug, Args)]
@@ -30,6 +33,15 @@ pub struct ControlArgs {
     /// The edges' admin bearer token.
     #[arg(long, env = "EDGEPRICE_EDGE_TOKEN", hide_env_values = true)]
     edge_token: String,
+    /// The edges' quote signing keys `kid:secret` (repeatable), so checkout can verify
+    /// quote tokens; without one, checkout answers 503 checkout_disabled.
+    #[arg(
+        long = "quote-key",
+        env = "EDGEPRICE_QUOTE_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    quote_keys: Vec<String>,
 }
 
 pub fn control(args: ControlArgs) -> anyhow::Result<()> {
@@ -44,7 +56,22 @@ pub fn control(args: ControlArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let publisher = FanOut::new(publishers);
-    let embedded = Embedded::start(publisher, &args.control, &tokens, args.edges.clone())?;
+    let keyring = crate::config::EdgeConfig {
+        quote_keys: args.quote_keys.clone(),
+        ..crate::config::EdgeConfig::default()
+    }
+    .keyring()?;
+    // Remote edges: coupon limits are not known here yet (the control plane's own
+    // promotion store can plug in through `CouponLimits`); redemptions are still held
+    // and counted, without limits.
+    let coupons = Arc::new(FnCoupons(|_: &str| None));
+    let embedded = Embedded::start(
+        publisher,
+        &args.control,
+        &tokens,
+        args.edges.clone(),
+        CheckoutWiring { keyring, coupons },
+    )?;
     let edges: Vec<String> = args.edges.iter().map(|e| format!("http://{e}")).collect();
     println!(
         "control plane on http://{}, publishing to {}",

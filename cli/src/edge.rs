@@ -13,7 +13,8 @@ use edgeprice_server::{Api, ApiConfig, SnapshotStore, Update};
 use tracing::{error, info, warn};
 
 use crate::config::EdgeConfig;
-use crate::embedded::{token_file, ControlPlaneArgs, Embedded};
+use crate::embedded::{token_file, CheckoutWiring, ControlPlaneArgs, Embedded};
+use edgeprice_control::checkout::SnapshotCoupons;
 use edgeprice_control::publish::InProcessEdge;
 
 /// Flags of `edgeprice server`; each overrides the config file.
@@ -127,11 +128,16 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     config.validate()?;
     let (store, handle) = start_edge(&config)?;
+    let checkout = CheckoutWiring {
+        keyring: config.keyring()?,
+        coupons: Arc::new(SnapshotCoupons(Arc::clone(&store))),
+    };
     let embedded = Embedded::start(
         InProcessEdge(Arc::clone(&store)),
         &args.control,
         &tokens,
         vec![handle.local_addr()],
+        checkout,
     )?;
     let (edge_addr, feeds_addr) = (handle.local_addr(), embedded.feeds_addr());
     println!("edgeprice is up: edge http://{edge_addr}, control plane http://{feeds_addr}");
@@ -142,6 +148,9 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         "  curl -H \"Authorization: Bearer $(cat {})\" 'http://{feeds_addr}/v1/admin/decisions?sku=SKU-0000042'",
         data_dir.join("admin.token").display()
     );
+    if embedded.checkout().is_some() {
+        println!("  checkout: POST http://{feeds_addr}/v1/checkout with an Idempotency-Key and {{\"quote_token\": <token of POST http://{edge_addr}/v1/quote>}}");
+    }
     if args.control.demo {
         println!("the demo simulator is feeding the control plane; prices appear within seconds");
     }

@@ -6,10 +6,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
+use std::sync::Arc;
+
+use edgeprice_control::checkout::payment::{SimulatedGateway, SimulatorConfig};
+use edgeprice_control::checkout::{
+    kill_switch_gate, Checkout, CheckoutConfig, CheckoutDeps, CouponLimits, Faults,
+};
 use edgeprice_control::http::{AdminToken, FeedSource, IngestHttpConfig, IngestServer};
 use edgeprice_control::kafka::{FeedConsumer, KafkaConfig, KafkaPublisher};
 use edgeprice_control::publish::{FanOut, Publisher};
 use edgeprice_control::runtime::{ControlPlane, RuntimeConfig};
+use edgeprice_pricing::quote::Keyring;
 use edgeprice_schemas::admin::Role;
 use tracing::{info, warn};
 
@@ -172,13 +179,63 @@ impl KafkaArgs {
     }
 }
 
+/// What checkout needs from the binary: the keyring the edges sign quotes with (none:
+/// checkout answers 503 `checkout_disabled`) and where coupon limits come from.
+#[derive(Debug)]
+pub struct CheckoutWiring {
+    pub keyring: Option<Keyring>,
+    pub coupons: Arc<dyn CouponLimits>,
+}
+
+/// Starts checkout over DATA_DIR/control: the ledger, the simulated payment gateway
+/// (its book in `gateway.db`; behaviour from `EDGEPRICE_PAYMENT_SIMULATOR`, JSON of
+/// `SimulatorConfig`) and fault injection from `EDGEPRICE_CHECKOUT_FAULT`.
+fn start_checkout(
+    control: &ControlPlane,
+    wiring: CheckoutWiring,
+    kafka: Option<&KafkaConfig>,
+) -> anyhow::Result<Option<Arc<Checkout>>> {
+    let Some(keyring) = wiring.keyring else {
+        warn!("no quote key: checkout is disabled");
+        return Ok(None);
+    };
+    let dir = control.data_dir().to_owned();
+    let simulator: SimulatorConfig = match std::env::var("EDGEPRICE_PAYMENT_SIMULATOR") {
+        Ok(json) => serde_json::from_str(&json).context("EDGEPRICE_PAYMENT_SIMULATOR")?,
+        Err(_) => SimulatorConfig::default(),
+    };
+    let gate = kill_switch_gate(Arc::clone(control.handle(Vec::new()).board()));
+    let gateway = SimulatedGateway::open(Some(&dir.join("gateway.db")), simulator)
+        .context("opening the simulated payment gateway")?;
+    let checkout = Checkout::start(
+        CheckoutConfig {
+            data_dir: dir.clone(),
+            faults: Faults::from_env(),
+            ..CheckoutConfig::default()
+        },
+        CheckoutDeps {
+            keyring,
+            gateway: Arc::new(gateway),
+            coupons: wiring.coupons,
+            ingestor: Some(control.ingestor()),
+            feed_db: Some(dir.join(edgeprice_control::store::DB_FILE)),
+            kafka: kafka.cloned(),
+            gate: Some(gate),
+        },
+    )
+    .context("starting checkout")?;
+    Ok(Some(Arc::new(checkout)))
+}
+
 /// The running control plane; dropping it stops the producers (simulator, Kafka
-/// consumer, HTTP ingestion), then the pipeline, each finishing the work in hand.
+/// consumer, HTTP ingestion), then checkout, then the pipeline, each finishing the
+/// work in hand.
 #[derive(Debug)]
 pub struct Embedded {
     simulator: Option<Simulator>,
     feed_consumer: Option<FeedConsumer>,
     ingest: Option<IngestServer>,
+    checkout: Option<Arc<Checkout>>,
     control: Option<ControlPlane>,
 }
 
@@ -190,6 +247,7 @@ impl Embedded {
         args: &ControlPlaneArgs,
         tokens: &Tokens,
         edges: Vec<SocketAddr>,
+        checkout: CheckoutWiring,
     ) -> anyhow::Result<Embedded> {
         let data_dir = &args.data_dir;
         let feeds_listen = args.feeds_listen;
@@ -218,7 +276,8 @@ impl Embedded {
                 Some(consumer)
             }
         };
-        let ingest = IngestServer::start(
+        let checkout = start_checkout(&control, checkout, kafka.as_ref())?;
+        let ingest = IngestServer::start_with_checkout(
             IngestHttpConfig {
                 listen: feeds_listen,
                 sources: vec![FeedSource {
@@ -230,6 +289,7 @@ impl Embedded {
                 ..IngestHttpConfig::default()
             },
             control.handle(edges),
+            checkout.clone(),
         )
         .with_context(|| format!("serving feeds on {feeds_listen}"))?;
         info!(addr = %ingest.local_addr(), "control plane up");
@@ -242,8 +302,14 @@ impl Embedded {
             simulator,
             feed_consumer,
             ingest: Some(ingest),
+            checkout,
             control: Some(control),
         })
+    }
+
+    /// Checkout, when it runs (the admin kill switch closes it; metrics read it).
+    pub fn checkout(&self) -> Option<&Arc<Checkout>> {
+        self.checkout.as_ref()
     }
 
     /// Where feeds are accepted.
@@ -264,6 +330,7 @@ impl Drop for Embedded {
             }
         }
         drop(self.ingest.take());
+        drop(self.checkout.take());
         drop(self.control.take());
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod checkout;
 pub mod feeds;
 pub mod http;
 pub mod kafka;

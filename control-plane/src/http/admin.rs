@@ -341,9 +341,25 @@ async fn metrics(service: &Service) -> Reply {
         pipeline,
         margin_histogram: board.margin_histogram(),
         revenue_per_min: board.revenue_per_min(now),
-        checkout: CheckoutMetrics {
-            open: !controls.checkout_closed(),
-            ..CheckoutMetrics::default()
+        checkout: match &service.checkout {
+            Some(checkout) => {
+                let stats = checkout.stats();
+                CheckoutMetrics {
+                    open: stats.open,
+                    reservations_active: stats.active_reservations,
+                    oversell: stats.oversell,
+                    orders_total: stats.orders,
+                    sagas: stats
+                        .sagas_by_state
+                        .iter()
+                        .map(|(state, n)| (state.to_string(), *n))
+                        .collect(),
+                }
+            }
+            None => CheckoutMetrics {
+                open: !controls.checkout_closed(),
+                ..CheckoutMetrics::default()
+            },
         },
         kill_switches_active: controls.switches.len() as u32,
         alerts_last_hour: board.alerts_since(now - 3_600_000) as u32,

@@ -4,11 +4,14 @@
 //!
 //! - `POST /v1/feeds/{feed}`: see [`feeds`].
 //! - `/v1/admin/…`: see [`admin`] and the contract in `edgeprice_schemas::admin`.
+//! - `/v1/checkout`, `/v1/orders/…`, `/v1/purchase-tokens`, `/v1/admin/checkout/…`:
+//!   see [`checkout`].
 //! - `GET /healthz`: `200 {"status":"ok"}`.
 //!
 //! Errors are `{"error":{"code":"…","message":"…"}}`; unknown paths are `404 not_found`.
 
 pub mod admin;
+pub mod checkout;
 pub mod feeds;
 
 use std::collections::HashMap;
@@ -82,6 +85,7 @@ impl Default for IngestHttpConfig {
 /// What every handler shares.
 struct Service {
     control: ControlHandle,
+    checkout: Option<Arc<crate::checkout::Checkout>>,
     config: IngestHttpConfig,
     buckets: Mutex<HashMap<String, feeds::Bucket>>,
 }
@@ -194,6 +198,9 @@ impl Service {
         if path == "/healthz" {
             return json_reply(StatusCode::OK, json!({"status": "ok"}));
         }
+        if checkout::is_checkout_path(path) {
+            return checkout::route(self, request).await;
+        }
         if let Some(feed) = path.strip_prefix("/v1/feeds/") {
             let feed = feed.to_owned();
             return feeds::handle(self, request, &feed).await;
@@ -225,12 +232,23 @@ impl IngestServer {
         config: IngestHttpConfig,
         control: ControlHandle,
     ) -> std::io::Result<IngestServer> {
+        Self::start_with_checkout(config, control, None)
+    }
+
+    /// [`IngestServer::start`], also serving the checkout routes ([`checkout`]) when
+    /// `checkout` is given (otherwise they answer 503 `checkout_disabled`).
+    pub fn start_with_checkout(
+        config: IngestHttpConfig,
+        control: ControlHandle,
+        checkout: Option<Arc<crate::checkout::Checkout>>,
+    ) -> std::io::Result<IngestServer> {
         let listener = std::net::TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let service = Arc::new(Service {
             control,
+            checkout,
             config,
             buckets: Mutex::new(HashMap::new()),
         });
@@ -278,11 +296,12 @@ async fn accept_loop(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _peer)) = accepted else { continue };
+                let Ok((stream, peer)) = accepted else { continue };
                 let service = Arc::clone(&service);
                 let mut shutdown_rx = shutdown_rx.clone();
                 tokio::spawn(async move {
-                    let handler = service_fn(move |request| {
+                    let handler = service_fn(move |mut request: Request<Incoming>| {
+                        request.extensions_mut().insert(checkout::PeerIp(peer.ip()));
                         let service = Arc::clone(&service);
                         async move { Ok::<_, Infallible>(service.handle(request).await) }
                     });
