@@ -343,7 +343,11 @@ fn run<P: Publisher>(
             }
             Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
             Ok(Command::Flush { reply_tx }) => {
-                let _ = reply_tx.send(process(pipeline));
+                // Flushed means stored too: readers of the rows (the admin API's SKU
+                // detail) see every processed event.
+                let flushed =
+                    process(pipeline).and_then(|report| pipeline.checkpoint().map(|_| report));
+                let _ = reply_tx.send(flushed);
             }
             Ok(Command::Approve { sku, reply_tx }) => {
                 let _ = reply_tx.send(pipeline.approve_suggestion(&sku, now_ms()));
