@@ -88,6 +88,8 @@ struct Probe {
     sku: String,
     list_price_minor: i64,
     scheduled: Instant,
+    /// Sent after the warm-up.
+    recorded: bool,
     measured: bool,
 }
 
@@ -212,14 +214,8 @@ fn main() -> anyhow::Result<()> {
     // The watcher: polls the edge's snapshot and times probes.
     let probes: Arc<Mutex<Vec<Probe>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let recording = Arc::new(AtomicBool::new(false));
     let watcher_jh = {
-        let (edge, probes, stop, recording) = (
-            Arc::clone(&edge),
-            Arc::clone(&probes),
-            Arc::clone(&stop),
-            Arc::clone(&recording),
-        );
+        let (edge, probes, stop) = (Arc::clone(&edge), Arc::clone(&probes), Arc::clone(&stop));
         let poll = Duration::from_micros(args.poll_us);
         std::thread::Builder::new()
             .name("probe-watcher".into())
@@ -248,7 +244,7 @@ fn main() -> anyhow::Result<()> {
                                 .any(|v| v.entry.list_price_minor == probe.list_price_minor)
                         });
                         if visible {
-                            if recording.load(Ordering::Relaxed) {
+                            if probe.recorded {
                                 let _ =
                                     histogram
                                         .record(seen_at.duration_since(probe.scheduled).as_nanos()
@@ -273,12 +269,8 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let sent_probes = runtime.block_on({
-        let (probes, counters, ack, recording) = (
-            Arc::clone(&probes),
-            Arc::clone(&counters),
-            Arc::clone(&ack),
-            Arc::clone(&recording),
-        );
+        let (probes, counters, ack) =
+            (Arc::clone(&probes), Arc::clone(&counters), Arc::clone(&ack));
         async move {
             let pool: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
             let mut interval = tokio::time::interval(Duration::from_millis(args.tick_ms));
@@ -287,9 +279,6 @@ fn main() -> anyhow::Result<()> {
             let mut sent_probes = 0u64;
             for tick in 0..ticks_total {
                 let scheduled = interval.tick().await.into_std();
-                if tick == ticks_warmup {
-                    recording.store(true, Ordering::Relaxed);
-                }
                 let now = now_ms();
                 let mut bodies: HashMap<usize, (Vec<u8>, u64)> = HashMap::new();
                 for _ in 0..per_tick.saturating_sub(1) {
@@ -319,6 +308,7 @@ fn main() -> anyhow::Result<()> {
                         sku,
                         list_price_minor: probe_list[i],
                         scheduled,
+                        recorded: tick >= ticks_warmup,
                         measured: false,
                     });
                 }
