@@ -105,15 +105,59 @@ fn head(conn: &Connection) -> Result<(i64, [u8; 32]), StoreError> {
 
 /// Appends a record (inside the caller's transaction) and returns its sequence number.
 pub fn append(conn: &Connection, sku: &str, at_ms: i64, record: &str) -> Result<i64, StoreError> {
-    let (last, prev) = head(conn)?;
-    let seq = last + 1;
-    let hash = to_hex(&chain_hash(&prev, seq, at_ms, sku, record));
-    conn.prepare_cached(
-        "INSERT INTO audit (seq, sku, at_ms, record, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![seq, sku, at_ms, record, hash])?;
-    meta_set(conn, HEAD_KEY, &format!("{seq}:{hash}"))?;
+    let mut appender = Appender::start(conn)?;
+    let seq = appender.append(sku, at_ms, record)?;
+    appender.finish()?;
     Ok(seq)
+}
+
+/// Appends many records inside one transaction: the head is read once at the start and
+/// written once by [`Appender::finish`], which must run in the same transaction (a
+/// dropped, unfinished appender leaves records past the stored head, so the caller's
+/// transaction must then roll back; every caller returns the error, which does).
+#[derive(Debug)]
+pub struct Appender<'c> {
+    conn: &'c Connection,
+    last_seq: i64,
+    last_hash: [u8; 32],
+    appended: usize,
+}
+
+impl<'c> Appender<'c> {
+    /// Reads the head of the chain.
+    pub fn start(conn: &'c Connection) -> Result<Appender<'c>, StoreError> {
+        let (last_seq, last_hash) = head(conn)?;
+        Ok(Appender {
+            conn,
+            last_seq,
+            last_hash,
+            appended: 0,
+        })
+    }
+
+    /// Appends one record and returns its sequence number.
+    pub fn append(&mut self, sku: &str, at_ms: i64, record: &str) -> Result<i64, StoreError> {
+        let seq = self.last_seq + 1;
+        let hash = chain_hash(&self.last_hash, seq, at_ms, sku, record);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO audit (seq, sku, at_ms, record, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![seq, sku, at_ms, record, to_hex(&hash)])?;
+        self.last_seq = seq;
+        self.last_hash = hash;
+        self.appended += 1;
+        Ok(seq)
+    }
+
+    /// Stores the new head (nothing to do when nothing was appended).
+    pub fn finish(self) -> Result<(), StoreError> {
+        if self.appended > 0 {
+            let head = format!("{}:{}", self.last_seq, to_hex(&self.last_hash));
+            meta_set(self.conn, HEAD_KEY, &head)?;
+        }
+        Ok(())
+    }
 }
 
 /// A row of `SELECT seq, sku, at_ms, record, hash FROM audit`.
@@ -238,6 +282,27 @@ mod tests {
         assert!(report.is_intact(), "{report:?}");
         assert_eq!((report.records, report.head_seq), (5, 5));
         assert_eq!(records_for(&conn, "A-1", 2).unwrap()[0].seq, 5);
+    }
+
+    #[test]
+    fn records_appended_together_chain_like_records_appended_one_by_one() {
+        let (_one_by_one_dir, one_by_one) = log_with(4);
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open(dir.path()).unwrap();
+        append(&conn, "A-1", 1_001, r#"{"price_minor":1}"#).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        let mut appender = Appender::start(&tx).unwrap();
+        for i in 2..=4 {
+            let seq = appender
+                .append("A-1", 1_000 + i, &format!(r#"{{"price_minor":{i}}}"#))
+                .unwrap();
+            assert_eq!(seq, i);
+        }
+        appender.finish().unwrap();
+        tx.commit().unwrap();
+        let together = verify(&conn).unwrap();
+        assert!(together.is_intact(), "{together:?}");
+        assert_eq!(together, verify(&one_by_one).unwrap());
     }
 
     #[test]

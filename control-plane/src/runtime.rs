@@ -364,7 +364,11 @@ fn run<P: Publisher>(
             }
             Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
             Ok(Command::Flush { reply_tx }) => {
-                let _ = reply_tx.send(process(pipeline, true));
+                // Flushed means stored too: readers of the rows (the admin API's SKU
+                // detail) see every processed event.
+                let flushed = process(pipeline, true)
+                    .and_then(|report| pipeline.checkpoint().map(|_| report));
+                let _ = reply_tx.send(flushed);
                 more = false;
             }
             Ok(Command::Approve { sku, reply_tx }) => {

@@ -450,3 +450,132 @@ fn bad_and_duplicate_events_are_refused_and_nothing_accepted_is_lost_across_a_re
     let report = audit::verify(&conn).unwrap();
     assert_eq!(report.first_bad.unwrap().seq, 2);
 }
+
+/// What a SKU looks like to the pipeline and at the edge.
+fn sku_view(plant: &Plant, sku: &str) -> (edgeprice_control::store::SkuState, PriceEntry) {
+    let state = plant
+        .pipeline
+        .as_ref()
+        .unwrap()
+        .sku_state(&Sku::new(sku).unwrap())
+        .unwrap()
+        .unwrap();
+    (state, plant.edge_entry(sku))
+}
+
+/// Events at three times, each processed as its own batch at that time.
+fn feed_three_batches(plant: &mut Plant, run_at: &mut dyn FnMut(&mut Plant, i64)) {
+    plant.catalog("A", "snacks", 1_500);
+    plant.catalog("B", "snacks", 2_000);
+    plant.cost("A", 600);
+    plant.cost("B", 900);
+    plant.on_hand("A", 400);
+    plant.promotion("A", "spring", 2_000);
+    run_at(plant, NOW);
+    plant.competitor("B", 1_850);
+    for _ in 0..4 {
+        plant.sale("A", 3, NOW + MINUTE);
+    }
+    run_at(plant, NOW + MINUTE);
+    plant.cost("A", 640);
+    for _ in 0..12 {
+        plant.sale("A", 5, NOW + 2 * MINUTE);
+    }
+    run_at(plant, NOW + 2 * MINUTE);
+}
+
+#[test]
+fn a_crash_before_states_are_written_back_replays_to_the_same_prices() {
+    let mut run_at = |plant: &mut Plant, now_ms: i64| {
+        plant
+            .pipeline
+            .as_mut()
+            .unwrap()
+            .process_all(now_ms)
+            .unwrap();
+    };
+    // The twin never crashes.
+    let mut twin = Plant::new();
+    feed_three_batches(&mut twin, &mut run_at);
+
+    let mut plant = Plant::new();
+    feed_three_batches(&mut plant, &mut run_at);
+    let before = (sku_view(&plant, "A"), sku_view(&plant, "B"));
+    let conn = rusqlite::Connection::open(plant.dir().join("control.db")).unwrap();
+    let stored = edgeprice_control::store::SkuState::load(&conn, &Sku::new("A").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        stored, before.0 .0,
+        "the crash must find A's row behind its working copy, or nothing is replayed"
+    );
+    let records = audit::verify(&conn).unwrap().records;
+
+    // The batches committed; their states were not written back. Crash (no shutdown
+    // step runs: dropping the pipeline writes nothing) and restart.
+    plant.stop();
+    plant.start();
+    assert_eq!(
+        (sku_view(&plant, "A").0, sku_view(&plant, "B").0),
+        (before.0 .0.clone(), before.1 .0.clone()),
+        "replaying the journal rebuilds the states"
+    );
+    plant.run();
+    assert_eq!(
+        (sku_view(&plant, "A").1, sku_view(&plant, "B").1),
+        (before.0 .1.clone(), before.1 .1.clone()),
+        "the resynced edge serves the same prices"
+    );
+    assert_eq!(
+        audit::verify(&conn).unwrap().records,
+        records,
+        "replay appends no decision record"
+    );
+
+    // Both carry on alike: later events land on the replayed states.
+    for p in [&mut plant, &mut twin] {
+        p.cost("A", 700);
+        p.competitor("B", 1_800);
+        run_at(p, NOW + 3 * MINUTE);
+    }
+    for sku in ["A", "B"] {
+        let (mut state, mut entry) = sku_view(&plant, sku);
+        let (mut twin_state, twin_entry) = sku_view(&twin, sku);
+        // Revisions are snapshot versions, and the restart's resync took one.
+        for published in [&mut state.published, &mut twin_state.published] {
+            published.as_mut().unwrap().revision = 0;
+        }
+        entry.revision = twin_entry.revision;
+        assert_eq!((state, entry), (twin_state, twin_entry), "{sku}");
+    }
+    assert!(audit::verify(&conn).unwrap().is_intact());
+    assert_eq!(
+        plant
+            .pipeline
+            .as_ref()
+            .unwrap()
+            .decisions_for("A", 100)
+            .unwrap()
+            .len(),
+        twin.pipeline
+            .as_ref()
+            .unwrap()
+            .decisions_for("A", 100)
+            .unwrap()
+            .len()
+    );
+
+    // A checkpoint makes the rows current: a restart then has nothing to replay.
+    plant.pipeline.as_mut().unwrap().checkpoint().unwrap();
+    let (state, _) = sku_view(&plant, "A");
+    assert_eq!(
+        edgeprice_control::store::SkuState::load(&conn, &Sku::new("A").unwrap())
+            .unwrap()
+            .unwrap(),
+        state
+    );
+    let journal: i64 = conn
+        .query_row("SELECT COUNT(*) FROM batches", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, 0, "no journaled batch is needed any more");
+}

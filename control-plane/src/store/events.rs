@@ -6,7 +6,7 @@ use edgeprice_pricing::{Currency, Sku};
 use rusqlite::{params, Connection};
 
 use super::StoreError;
-use crate::feeds::{parse_event, FeedEvent, FeedKind};
+use crate::feeds::{FeedEvent, FeedKind};
 
 /// An accepted event as the log holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,24 +83,28 @@ impl EventLog {
              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let cursor = processed_through(conn)?;
-        let rows = stmt.query_map([cursor, limit as i64], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, i64>(3)?,
-            ))
-        })?;
-        let mut events = Vec::new();
-        for row in rows {
-            let (seq, feed, body, received_at_ms) = row?;
-            events.push(StoredEvent {
-                seq,
-                received_at_ms,
-                event: decode(seq, &feed, &body)?,
-            });
-        }
-        Ok(events)
+        let rows = stmt.query_map([cursor, limit as i64], read_row)?;
+        rows.map(|row| row?.into_stored()).collect()
+    }
+
+    /// The accepted events with `first_seq <= seq <= last_seq`, in log order (a batch
+    /// being replayed after a crash, see [`crate::pipeline`]).
+    pub fn range(
+        conn: &Connection,
+        first_seq: i64,
+        last_seq: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, feed, body, received_at_ms FROM events
+             WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([first_seq, last_seq], read_row)?;
+        rows.map(|row| row?.into_stored()).collect()
+    }
+
+    /// The processing cursor: the last processed `seq` (0: none yet).
+    pub fn processed_through(conn: &Connection) -> Result<i64, StoreError> {
+        processed_through(conn)
     }
 
     /// Marks every event up to `last_seq` processed (inside the transaction that
@@ -175,6 +179,24 @@ impl EventLog {
 
 const CURSOR_KEY: &str = "processed_through";
 
+/// `seq, feed, body, received_at_ms` of an `events` row, not decoded yet.
+struct RawEvent(i64, String, String, i64);
+
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEvent> {
+    Ok(RawEvent(row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+impl RawEvent {
+    fn into_stored(self) -> Result<StoredEvent, StoreError> {
+        let RawEvent(seq, feed, body, received_at_ms) = self;
+        Ok(StoredEvent {
+            seq,
+            received_at_ms,
+            event: decode(seq, &feed, &body)?,
+        })
+    }
+}
+
 /// The last processed sequence number (0: none yet).
 fn processed_through(conn: &Connection) -> Result<i64, StoreError> {
     match super::meta_get(conn, CURSOR_KEY)? {
@@ -185,9 +207,20 @@ fn processed_through(conn: &Connection) -> Result<i64, StoreError> {
     }
 }
 
+/// Reads a stored event. It was validated ([`crate::feeds::parse_event`]) when it was accepted and
+/// stored in its normalised form, so it is read straight into its type: the checks
+/// would only repeat, at several times the cost of the read.
 fn decode(seq: i64, feed: &str, body: &str) -> Result<FeedEvent, StoreError> {
     let kind: FeedKind = feed
         .parse()
         .map_err(|_| StoreError::Corrupt(format!("event {seq}: unknown feed {feed:?}")))?;
-    parse_event(kind, body.as_bytes()).map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))
+    let event = match kind {
+        FeedKind::Catalog => serde_json::from_str(body).map(FeedEvent::Catalog),
+        FeedKind::Cost => serde_json::from_str(body).map(FeedEvent::Cost),
+        FeedKind::Competitor => serde_json::from_str(body).map(FeedEvent::Competitor),
+        FeedKind::Inventory => serde_json::from_str(body).map(FeedEvent::Inventory),
+        FeedKind::Sales => serde_json::from_str(body).map(FeedEvent::Sales),
+        FeedKind::Promotions => serde_json::from_str(body).map(FeedEvent::Promotions),
+    };
+    event.map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))
 }

@@ -10,7 +10,12 @@
 //!   exactly where processing stopped.
 //! - `dead_letters`: rejected events with their reason code and message, kept as sent.
 //! - `sku_state`: per SKU, the catalog data, cost history, competitor prices, inventory,
-//!   demand windows, promotions and the published entry ([`SkuState`], stored as JSON).
+//!   demand windows, promotions and the published entry ([`SkuState`], stored as JSON),
+//!   with `through_seq`, the processing cursor the row is current as of. The pipeline
+//!   works on an in-memory copy and writes rows back at checkpoints.
+//! - `batches`: the journal of processed event batches not yet covered by every SKU's
+//!   row (`first_seq..=last_seq`, the time and version they were decided with), so a
+//!   restart can replay them exactly (see [`crate::pipeline`]).
 //! - `audit`: the hash-chained decision log (see [`crate::audit`]).
 //! - `meta`: small named values (published version, audit head).
 //!
@@ -88,9 +93,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     received_at_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sku_state (
-    sku   TEXT PRIMARY KEY,
-    state TEXT NOT NULL
+    sku         TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    through_seq INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (
+    last_seq  INTEGER PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    now_ms    INTEGER NOT NULL,
+    version   INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     seq    INTEGER PRIMARY KEY,
     sku    TEXT NOT NULL,
@@ -121,7 +133,23 @@ pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
     // re-reading their pages from the OS cost more than the writes.
     conn.pragma_update(None, "cache_size", -65_536)?;
     conn.execute_batch(SCHEMA)?;
+    migrate(&conn)?;
     Ok(conn)
+}
+
+/// Brings a database written by an older version up to the current schema.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    // Rows written before checkpoints existed were rewritten by every batch, so they
+    // are current as of any batch journaled later: cursor 0 is right for them.
+    let has_cursor: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('sku_state') WHERE name = 'through_seq'")?
+        .exists([])?;
+    if !has_cursor {
+        conn.execute_batch(
+            "ALTER TABLE sku_state ADD COLUMN through_seq INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    Ok(())
 }
 
 /// Opens the database read-only (admin reads): no schema, no pragmas that could take

@@ -1,6 +1,7 @@
 //! Per-SKU state: everything the pipeline knows about one SKU, stored as one JSON
-//! document per SKU in `sku_state` and written in the transaction that processes the
-//! events which changed it.
+//! document per SKU in `sku_state` with `through_seq`, the processing cursor the
+//! document is current as of. The pipeline keeps the working copy in memory and writes
+//! documents back at checkpoints (see [`crate::pipeline`] on crash recovery).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -254,28 +255,39 @@ impl SkuState {
         self.inventory.values().sum()
     }
 
-    /// Loads one SKU's state.
+    /// Loads one SKU's stored state (which may be older than the pipeline's working
+    /// copy, see [`crate::pipeline`]).
     pub fn load(conn: &Connection, sku: &Sku) -> Result<Option<SkuState>, StoreError> {
-        let text: Option<String> = conn
-            .prepare_cached("SELECT state FROM sku_state WHERE sku = ?1")?
-            .query_row([sku.as_str()], |row| row.get(0))
+        Ok(Self::load_with_cursor(conn, sku)?.map(|(state, _)| state))
+    }
+
+    /// Loads one SKU's stored state with the processing cursor it is current as of.
+    pub fn load_with_cursor(
+        conn: &Connection,
+        sku: &Sku,
+    ) -> Result<Option<(SkuState, i64)>, StoreError> {
+        let row: Option<(String, i64)> = conn
+            .prepare_cached("SELECT state, through_seq FROM sku_state WHERE sku = ?1")?
+            .query_row([sku.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
-        text.map(|text| {
+        row.map(|(text, through_seq)| {
             serde_json::from_str(&text)
+                .map(|state| (state, through_seq))
                 .map_err(|e| StoreError::Corrupt(format!("state of {sku}: {e}")))
         })
         .transpose()
     }
 
-    /// Stores the state (inside the processing transaction).
-    pub fn save(&self, conn: &Connection) -> Result<(), StoreError> {
+    /// Stores the state as current through event `through_seq` (the processing cursor).
+    pub fn save(&self, conn: &Connection, through_seq: i64) -> Result<(), StoreError> {
         let text = serde_json::to_string(self)
             .map_err(|e| StoreError::Corrupt(format!("state of {}: {e}", self.sku)))?;
         conn.prepare_cached(
-            "INSERT INTO sku_state (sku, state) VALUES (?1, ?2)
-             ON CONFLICT (sku) DO UPDATE SET state = excluded.state",
+            "INSERT INTO sku_state (sku, state, through_seq) VALUES (?1, ?2, ?3)
+             ON CONFLICT (sku) DO UPDATE SET state = excluded.state,
+                                             through_seq = excluded.through_seq",
         )?
-        .execute(params![self.sku.as_str(), text])?;
+        .execute(params![self.sku.as_str(), text, through_seq])?;
         Ok(())
     }
 
@@ -384,8 +396,12 @@ mod tests {
         let conn = super::super::open(dir.path()).unwrap();
         let mut s = state();
         s.inventory.insert("s1".into(), 7);
-        s.save(&conn).unwrap();
+        s.save(&conn, 42).unwrap();
         assert_eq!(SkuState::load(&conn, &s.sku).unwrap(), Some(s.clone()));
+        assert_eq!(
+            SkuState::load_with_cursor(&conn, &s.sku).unwrap(),
+            Some((s.clone(), 42))
+        );
         assert_eq!(
             SkuState::load(&conn, &Sku::new("B").unwrap()).unwrap(),
             None
