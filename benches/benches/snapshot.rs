@@ -4,8 +4,9 @@
 //!   chain-wide for an unknown store, miss);
 //! - `render`: writing the JSON and flatbuffer answers;
 //! - `delta_apply`: building the next version from a 10,000-entry delta (`build_only`),
-//!   and the writer thread's whole CPU cost for one (`decode_build_drop`: verify and
-//!   decode the flatbuffer, build the version, free the version it replaces).
+//!   the writer thread's whole CPU cost for one (`decode_build_drop`: check and read
+//!   the flatbuffer in place, build the version, free as much as the replaced version
+//!   holds), and the decode alone (in place, and the owned decode the edge used before).
 //!
 //! Run: `cargo bench -p edgeprice-bench --bench snapshot`.
 
@@ -13,7 +14,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use edgeprice_pricing::{Currency, PriceKey};
-use edgeprice_schemas::codec::{encode_delta, DeltaData, DeltaView};
+use edgeprice_schemas::codec::{decode_delta, encode_delta, DeltaData, DeltaView};
 use edgeprice_server::render;
 use edgeprice_server::snapshot::Snapshot;
 use edgeprice_server::store::now_ms;
@@ -199,6 +200,17 @@ fn delta_apply(c: &mut Criterion) {
             let next = snapshot.apply_view(&delta).expect("applies");
             drop(black_box(next));
         })
+    });
+    // The decode part alone: the in-place view the edge uses, and the owned decode it
+    // replaced (still used to replay the delta log on restart).
+    group.bench_function("10k_entries_decode_view", |b| {
+        b.iter(|| {
+            let delta = DeltaView::parse(black_box(&encoded[0])).expect("decodes");
+            black_box(delta.upserts().filter(|e| e.price_minor > 0).count())
+        })
+    });
+    group.bench_function("10k_entries_decode_owned", |b| {
+        b.iter(|| black_box(decode_delta(black_box(&encoded[0])).expect("decodes")))
     });
     group.finish();
 }

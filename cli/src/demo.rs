@@ -143,9 +143,21 @@ impl Producer {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let outcomes = self
-            .ingestor
-            .ingest_blocking(std::mem::take(&mut self.batch))?;
+        let batch = std::mem::take(&mut self.batch);
+        // Storage can be busy for a while (a long batch holding the write lock on a
+        // loaded machine): resend like a real producer, safe thanks to the event ids.
+        let mut attempt = 0;
+        let outcomes = loop {
+            match self.ingestor.ingest_blocking(batch.clone()) {
+                Ok(outcomes) => break outcomes,
+                Err(err) if attempt < 20 => {
+                    attempt += 1;
+                    warn!(error = %err, attempt, "demo events not stored yet; resending");
+                    std::thread::sleep(std::time::Duration::from_millis(250 * attempt));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
         for outcome in outcomes {
             if let Outcome::Rejected(err) = outcome {
                 // The simulator only sends valid events: a rejection is a bug worth seeing.

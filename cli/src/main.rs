@@ -4,6 +4,7 @@
 //!   process, SQLite state in a data directory; `--demo` adds a feed simulator.
 //! - `edgeprice server`: an edge price server.
 //! - `edgeprice control`: the control plane alone, publishing to remote edges.
+//! - `edgeprice tui`: the operator console over the control plane's admin API.
 //! - `edgeprice audit verify`: check the decision audit chain.
 //! - `edgeprice snapshot generate|inspect`: synthetic snapshots and their contents.
 
@@ -45,12 +46,41 @@ enum Command {
     Server(edge::ServerArgs),
     /// Run the control plane alone, publishing to remote edges.
     Control(control::ControlArgs),
+    /// The operator console: live metrics, SKUs, overrides and kill switches.
+    Tui(TuiArgs),
     /// Check the tamper-evident decision audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Work with snapshot files.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Args)]
+struct TuiArgs {
+    /// The control plane's URL (its admin API).
+    #[arg(long, env = "EDGEPRICE_URL", default_value = "http://127.0.0.1:8081")]
+    url: String,
+    /// Admin API bearer token (its role decides what the console may do).
+    #[arg(
+        long,
+        env = "EDGEPRICE_ADMIN_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "token_file"
+    )]
+    token: Option<String>,
+    /// Read the token from a file instead (like DATA_DIR/admin.token).
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// Hide every action that changes the server.
+    #[arg(long)]
+    read_only: bool,
+    /// Poll interval in milliseconds (250..60000; `+`/`-` change it while running).
+    #[arg(long, default_value_t = 1_000)]
+    refresh_ms: u64,
+    /// Colours: dark, light or mono [default: dark, or mono when NO_COLOR is set].
+    #[arg(long, env = "EDGEPRICE_THEME")]
+    theme: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +130,11 @@ struct GenerateArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::Tui(args) = cli.command {
+        // No log subscriber: log lines on stderr would tear the console's screen.
+        return tui(args);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -107,7 +142,8 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match cli.command {
+        Command::Tui(args) => tui(args),
         Command::Up(args) => edge::up(args),
         Command::Server(args) => edge::server(args),
         Command::Control(args) => control::control(args),
@@ -120,6 +156,33 @@ fn main() -> anyhow::Result<()> {
         Command::Snapshot(SnapshotCommand::Generate(args)) => generate(args),
         Command::Snapshot(SnapshotCommand::Inspect { file }) => inspect(&file),
     }
+}
+
+fn tui(args: TuiArgs) -> anyhow::Result<()> {
+    let token = match (args.token, &args.token_file) {
+        (Some(token), _) => token,
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading the token from {}", file.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => anyhow::bail!("give --token or --token-file"),
+    };
+    let theme = match args.theme.as_deref() {
+        Some(name) => edgeprice_tui::ui::Theme::named(name)
+            .with_context(|| format!("unknown theme {name:?}: dark, light or mono"))?,
+        // https://no-color.org: any non-empty value.
+        None if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) => {
+            edgeprice_tui::ui::Theme::MONO
+        }
+        None => edgeprice_tui::ui::Theme::DARK,
+    };
+    edgeprice_tui::run(edgeprice_tui::Options {
+        url: args.url,
+        token,
+        read_only: args.read_only,
+        refresh_ms: args.refresh_ms,
+        theme,
+    })
 }
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {

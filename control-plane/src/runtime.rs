@@ -301,11 +301,12 @@ fn process<P: Publisher>(
             ..BatchReport::default()
         });
     }
-    // Each batch reads the clock: events accepted while earlier batches ran must not be
-    // judged at an older time (a cost effective "now" would look scheduled).
+    // Each batch reads the clock after reading its events: events accepted while earlier
+    // batches (or a resync) ran must not be judged at an older time (a cost effective
+    // "now" would look scheduled).
     let mut total = BatchReport::default();
     let result = loop {
-        match pipeline.process_batch(now_ms()) {
+        match pipeline.process_batch_with(&now_ms) {
             Ok(report) => {
                 total.events += report.events;
                 total.decisions += report.decisions;

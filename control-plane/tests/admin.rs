@@ -84,10 +84,13 @@ impl Plant {
             ));
         }
         plant.control.flush().unwrap();
-        assert_eq!(
-            plant.entry("A").map(|e| (e.price_minor, e.floor_minor)),
-            Some((1_500, 1_200))
-        );
+        for sku in ["A", "B"] {
+            let entry = plant.entry(sku).map(|e| (e.price_minor, e.floor_minor));
+            if entry != Some((1_500, 1_200)) {
+                let decisions = plant.get(&format!("/v1/admin/decisions?sku={sku}"));
+                panic!("{sku}: {entry:?}\n{decisions:#}");
+            }
+        }
         plant
     }
 
@@ -542,6 +545,19 @@ fn promotions_are_defined_tried_published_and_ended_through_the_control_plane() 
     );
     assert_eq!(reply.body["revision"], 2);
 
+    let reply = plant.switch(
+        OPERATOR,
+        json!({"kind": "promotion", "id": "snack-week"}),
+        true,
+        true,
+    );
+    assert_eq!(reply.body["blast_radius"]["skus"], 1, "{}", reply.body);
+    assert_eq!(plant.get("/v1/admin/promotions")[0]["skus"], 1);
+    assert_eq!(
+        plant.get("/v1/admin/skus/%41")["row"]["sku"],
+        "A",
+        "paths are decoded"
+    );
     // Killing it takes it out of the edges' document; releasing puts it back.
     plant.switch(
         OPERATOR,

@@ -361,6 +361,7 @@ pub struct BlastRadius {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KillSwitchOutcome {
     pub switch: Switch,
+    /// The switch's state after the call (for a dry run: its state now, unchanged).
     pub engaged: bool,
     pub dry_run: bool,
     pub blast_radius: BlastRadius,

@@ -268,6 +268,7 @@ impl<'a> DeltaView<'a> {
         (0..self.upserts.len).map(move |index| {
             self.tables
                 .element(self.upserts, index)
+                .map_err(DecodeError::from)
                 .and_then(|e| read_entry_at(e, index, &mut currencies))
                 .expect("entries were checked by DeltaView::parse")
         })
@@ -322,45 +323,61 @@ struct TableAt<'a> {
     vtable_len: usize,
 }
 
-fn layout(what: &'static str, at: usize) -> DecodeError {
-    DecodeError::Layout { what, at }
+/// What the reader found wrong, and where (kept small: reads return it a lot).
+#[derive(Debug, Clone, Copy)]
+struct Bad {
+    what: &'static str,
+    at: usize,
+}
+
+impl From<Bad> for DecodeError {
+    fn from(bad: Bad) -> DecodeError {
+        DecodeError::Layout {
+            what: bad.what,
+            at: bad.at,
+        }
+    }
+}
+
+fn layout(what: &'static str, at: usize) -> Bad {
+    Bad { what, at }
 }
 
 impl<'a> Tables<'a> {
     /// `N` bytes at `at`, which must be aligned to `N` (scalars are aligned to their
     /// size, relative to the start of the buffer).
     #[inline]
-    fn bytes<const N: usize>(self, at: usize) -> Result<[u8; N], DecodeError> {
+    fn bytes<const N: usize>(self, at: usize) -> Result<[u8; N], Bad> {
         if at % N != 0 {
             return Err(layout("unaligned scalar", at));
         }
         at.checked_add(N)
             .and_then(|end| self.0.get(at..end))
             .map(|b| b.try_into().expect("N bytes"))
-            .ok_or(layout("scalar out of the buffer", at))
+            .ok_or_else(|| layout("scalar out of the buffer", at))
     }
 
     #[inline]
-    fn u16(self, at: usize) -> Result<u16, DecodeError> {
+    fn u16(self, at: usize) -> Result<u16, Bad> {
         self.bytes(at).map(u16::from_le_bytes)
     }
 
     #[inline]
-    fn u32(self, at: usize) -> Result<u32, DecodeError> {
+    fn u32(self, at: usize) -> Result<u32, Bad> {
         self.bytes(at).map(u32::from_le_bytes)
     }
 
     /// Follows the unsigned offset stored at `at`.
     #[inline]
-    fn uoffset(self, at: usize) -> Result<usize, DecodeError> {
+    fn uoffset(self, at: usize) -> Result<usize, Bad> {
         let offset = self.u32(at)? as usize;
         at.checked_add(offset)
             .filter(|&to| to < self.0.len())
-            .ok_or(layout("offset out of the buffer", at))
+            .ok_or_else(|| layout("offset out of the buffer", at))
     }
 
     #[inline]
-    fn table(self, at: usize) -> Result<TableAt<'a>, DecodeError> {
+    fn table(self, at: usize) -> Result<TableAt<'a>, Bad> {
         let soffset = i32::from_le_bytes(self.bytes(at)?) as i64;
         let vtable = usize::try_from(at as i64 - soffset)
             .map_err(|_| layout("vtable out of the buffer", at))?;
@@ -382,21 +399,21 @@ impl<'a> Tables<'a> {
 
     /// Element `index` of a vector of tables.
     #[inline]
-    fn element(self, vector: TableVector, index: usize) -> Result<TableAt<'a>, DecodeError> {
+    fn element(self, vector: TableVector, index: usize) -> Result<TableAt<'a>, Bad> {
         debug_assert!(index < vector.len);
         self.table(self.uoffset(vector.at + 4 * index)?)
     }
 
     /// The string whose length is at `at`: in range, NUL-terminated, UTF-8.
     #[inline]
-    fn string(self, at: usize) -> Result<&'a str, DecodeError> {
+    fn string(self, at: usize) -> Result<&'a str, Bad> {
         let len = self.u32(at)? as usize;
         let start = at + 4;
         let bytes = start
             .checked_add(len)
             .filter(|&end| end < self.0.len() && self.0[end] == 0)
             .map(|end| &self.0[start..end])
-            .ok_or(layout("string out of the buffer or not terminated", at))?;
+            .ok_or_else(|| layout("string out of the buffer or not terminated", at))?;
         std::str::from_utf8(bytes).map_err(|_| layout("string is not UTF-8", at))
     }
 }
@@ -404,7 +421,7 @@ impl<'a> Tables<'a> {
 impl<'a> TableAt<'a> {
     /// Where field `id` is, if present.
     #[inline]
-    fn field(&self, id: usize) -> Result<Option<usize>, DecodeError> {
+    fn field(&self, id: usize) -> Result<Option<usize>, Bad> {
         let slot = 4 + 2 * id;
         if slot >= self.vtable_len {
             return Ok(None);
@@ -414,7 +431,7 @@ impl<'a> TableAt<'a> {
     }
 
     #[inline]
-    fn i64(&self, id: usize) -> Result<i64, DecodeError> {
+    fn i64(&self, id: usize) -> Result<i64, Bad> {
         match self.field(id)? {
             Some(at) => self.tables.bytes(at).map(i64::from_le_bytes),
             None => Ok(0),
@@ -422,7 +439,7 @@ impl<'a> TableAt<'a> {
     }
 
     #[inline]
-    fn u64(&self, id: usize) -> Result<u64, DecodeError> {
+    fn u64(&self, id: usize) -> Result<u64, Bad> {
         match self.field(id)? {
             Some(at) => self.tables.bytes(at).map(u64::from_le_bytes),
             None => Ok(0),
@@ -430,7 +447,7 @@ impl<'a> TableAt<'a> {
     }
 
     #[inline]
-    fn str(&self, id: usize) -> Result<Option<&'a str>, DecodeError> {
+    fn str(&self, id: usize) -> Result<Option<&'a str>, Bad> {
         match self.field(id)? {
             Some(at) => Ok(Some(self.tables.string(self.tables.uoffset(at)?)?)),
             None => Ok(None),
@@ -438,12 +455,12 @@ impl<'a> TableAt<'a> {
     }
 
     #[inline]
-    fn required_str(&self, id: usize, what: &'static str) -> Result<&'a str, DecodeError> {
-        self.str(id)?.ok_or(layout(what, self.at))
+    fn required_str(&self, id: usize, what: &'static str) -> Result<&'a str, Bad> {
+        self.str(id)?.ok_or_else(|| layout(what, self.at))
     }
 
     #[inline]
-    fn table(&self, id: usize) -> Result<Option<TableAt<'a>>, DecodeError> {
+    fn table(&self, id: usize) -> Result<Option<TableAt<'a>>, Bad> {
         match self.field(id)? {
             Some(at) => Ok(Some(self.tables.table(self.tables.uoffset(at)?)?)),
             None => Ok(None),
@@ -451,7 +468,7 @@ impl<'a> TableAt<'a> {
     }
 
     #[inline]
-    fn vector(&self, id: usize) -> Result<TableVector, DecodeError> {
+    fn vector(&self, id: usize) -> Result<TableVector, Bad> {
         let Some(at) = self.field(id)? else {
             return Ok(TableVector::default());
         };
@@ -460,7 +477,7 @@ impl<'a> TableAt<'a> {
         len.checked_mul(4)
             .and_then(|bytes| bytes.checked_add(at + 4))
             .filter(|&end| end <= self.tables.0.len())
-            .ok_or(layout("vector out of the buffer", at))?;
+            .ok_or_else(|| layout("vector out of the buffer", at))?;
         Ok(TableVector { at: at + 4, len })
     }
 }
@@ -485,7 +502,7 @@ const PROMOTION_PRICE: usize = 2;
 const PROMOTION_STARTS: usize = 3;
 const PROMOTION_ENDS: usize = 4;
 
-fn read_key_at<'a>(k: TableAt<'a>) -> Result<KeyRef<'a>, DecodeError> {
+fn read_key_at<'a>(k: TableAt<'a>) -> Result<KeyRef<'a>, Bad> {
     Ok(KeyRef {
         sku: k.required_str(KEY_SKU, "key without a sku")?,
         store: read_dim_ref(k.str(KEY_STORE)?),
@@ -501,7 +518,7 @@ fn read_entry_at<'a>(
 ) -> Result<EntryRef<'a>, DecodeError> {
     let key = e
         .table(ENTRY_KEY)?
-        .ok_or(layout("entry without a key", e.at))?;
+        .ok_or_else(|| layout("entry without a key", e.at))?;
     let key = read_key_at(key)?;
     let currency = currencies
         .parse(e.required_str(ENTRY_CURRENCY, "entry without a currency")?)

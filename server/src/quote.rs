@@ -7,10 +7,9 @@
 //!
 //! Every line is priced from **one** snapshot version (one `store.load()`): the entry the
 //! GET route would answer for the same store/channel/segment gives the unit list price,
-//! the decided price and the floor. When the snapshot carries promotions, the decided
-//! price (`price_minor`, before promotions) is the base and the promotion set prices the
-//! cart; without promotions the entry's own promotion tag, if active, gives the unit
-//! price (what GET shows). Floors come from the snapshot and are never shown: a line
+//! the decided price and the floor. The entry's own promotion tag, if active, gives the
+//! unit price (what GET shows without a promotion set); the snapshot's promotion set, if
+//! any, prices the cart from there. Floors come from the snapshot and are never shown: a line
 //! says `clamped: true` when the floor cut a discount, and the explanation names the cut
 //! without the floor amount.
 //!
@@ -270,10 +269,9 @@ impl Quoter {
                 }
                 Some(_) => {}
             }
-            let unit_price_minor = match promotions {
-                Some(_) => entry.price_minor,
-                None => entry.effective_price_at(now_ms),
-            };
+            // The entry's own promotion tag (decided and guarded by the control plane)
+            // gives the unit price; the promotion set prices the cart from there.
+            let unit_price_minor = entry.effective_price_at(now_ms);
             lines.push(CartLine {
                 sku: Sku::new(sku)
                     .map_err(|err| Refused::new(400, "invalid_sku", err.to_string()))?,

@@ -173,15 +173,23 @@ impl SnapshotPromotions {
         self.doc.shipping_fee_minor
     }
 
-    /// The shelf price of `r` at `now_ms`: one unit, automatic item-level promotions,
-    /// for the entry's own store, channel and segment.
+    /// The shelf price of `r` at `now_ms`: one unit, for the entry's own store, channel
+    /// and segment; the entry's active promotion tag (decided by the control plane)
+    /// first, then the set's automatic item-level promotions. The promotion shown is the
+    /// set's largest discount if it gave one, else the tag.
     pub fn shelf(&self, snapshot: &Snapshot, r: &Resolved<'_>, now_ms: i64) -> Shelf {
         let dict = snapshot.dictionary();
         let v = r.variant;
         let e = &v.entry;
+        let entry_price = e.effective_price_at(now_ms);
+        let tag = e
+            .promotion
+            .as_ref()
+            .filter(|p| p.is_active_at(now_ms))
+            .map(|p| (Arc::clone(p), entry_price));
         let fallback = Shelf {
-            price_minor: e.price_minor.max(e.floor_minor),
-            promotion: None,
+            price_minor: entry_price,
+            promotion: tag.clone(),
         };
         let (Ok(sku), Ok(store), Ok(channel), Ok(segment)) = (
             Sku::new(&r.sku.sku),
@@ -195,7 +203,7 @@ impl SnapshotPromotions {
             sku,
             quantity: 1,
             unit_list_price_minor: e.list_price_minor,
-            unit_price_minor: e.price_minor,
+            unit_price_minor: entry_price,
             unit_floor_minor: e.floor_minor,
             category: self.category(&r.sku.sku).map(str::to_owned),
         };
@@ -216,7 +224,9 @@ impl SnapshotPromotions {
             .and_then(|p| self.shown.get(p.id.as_str()));
         Shelf {
             price_minor: shelf.unit_price_minor,
-            promotion: best.map(|p| (Arc::clone(p), shelf.unit_price_minor)),
+            promotion: best
+                .map(|p| (Arc::clone(p), shelf.unit_price_minor))
+                .or(tag.map(|(p, _)| (p, shelf.unit_price_minor))),
         }
     }
 }
@@ -963,8 +973,11 @@ impl Snapshot {
         while at < order.len() {
             let (hash, first) = order[at];
             let sku = changes[first as usize].sku;
+            // The hash first: the name is read (a cache miss in the delta) only for a
+            // SKU with several changes.
             let end = at
-                + order[at..]
+                + 1
+                + order[at + 1..]
                     .iter()
                     .take_while(|(h, i)| *h == hash && changes[*i as usize].sku == sku)
                     .count();
@@ -986,6 +999,9 @@ impl Snapshot {
             let mut slots = self.shard(index).to_vec();
             for g in start..end {
                 self.prefetch_ahead(g, &groups, &order);
+                if let Some(&(next, _)) = groups.get(g + 1) {
+                    prefetch(changes[order[next].1 as usize].sku.as_ptr());
+                }
                 let (group, group_end) = groups[g];
                 let (hash, first) = order[group];
                 let sku = changes[first as usize].sku;

@@ -371,6 +371,39 @@ fn single_price_answers_show_the_best_automatic_promotion() {
     assert_eq!(batch["prices"][0]["price_minor"], 900);
 }
 
+/// The control plane publishes both: per-SKU promotions it decided (and guarded) as
+/// entry tags, and a promotion set. The tag gives the unit price; the set applies on top.
+#[test]
+fn entry_promotion_tags_and_the_promotion_set_combine() {
+    let edge = QuoteEdge::start(Some(keyring()));
+    let now = now_ms();
+    let mut entries = entries();
+    // B: a decided flash price of 18.00 (regular 20.00), and no set promotion is active.
+    entries[1].promotion = Some(crate::support::promotion(
+        "flash-b",
+        1_800,
+        now - 60_000,
+        now + 3_600_000,
+    ));
+    let encoded = encode_snapshot(&SnapshotData {
+        version: 1,
+        created_at_ms: now,
+        entries,
+        promotions: Some(doc(7, promotions())),
+    });
+    assert_eq!(edge.admin_post("/v1/admin/snapshot", &encoded).status, 200);
+    let b = edge.get("/v1/prices/B").json();
+    assert_eq!(b["price_minor"], 1_800, "{b}");
+    assert_eq!(b["promotion"]["id"], "flash-b");
+    // A has no tag: the set's promotion as before.
+    assert_eq!(edge.get("/v1/prices/A").json()["promotion"]["id"], "a-10");
+    let reply = edge.quote(&json!({"lines": [{"sku": "B", "qty": 2}]}));
+    assert_eq!(reply.status, 200);
+    let body = reply.json();
+    assert_eq!(line(&body, "B")["unit_price_minor"], 1_800, "{body}");
+    assert_eq!(body["totals"]["merchandise_minor"], 3_600);
+}
+
 #[test]
 fn bad_carts_get_clear_errors() {
     let edge = loaded();

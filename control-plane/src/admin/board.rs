@@ -285,6 +285,15 @@ impl Board {
             .collect()
     }
 
+    /// Promotion id → SKUs whose decided entry carries it.
+    pub fn promotion_tags(&self) -> BTreeMap<String, u64> {
+        let mut tags = BTreeMap::new();
+        for id in self.read().promotion_of.values() {
+            *tags.entry(id.clone()).or_default() += 1;
+        }
+        tags
+    }
+
     /// Every row.
     pub fn rows(&self) -> Vec<SkuRow> {
         self.read().rows.values().cloned().collect()

@@ -139,28 +139,64 @@ impl PromotionBook {
         })
     }
 
-    /// The promotions as the admin API lists them.
-    pub fn rows(&self, controls: &Controls, now_ms: i64) -> Vec<PromotionRow> {
-        self.promotions
-            .values()
-            .map(|p| {
-                let conditions = &p.conditions;
-                PromotionRow {
-                    id: p.id.clone(),
-                    name: p.label.clone(),
-                    kind: p.rule.kind().as_str().to_owned(),
-                    active: conditions.starts_at_ms.is_none_or(|s| s <= now_ms)
-                        && conditions.ends_at_ms.is_none_or(|e| now_ms < e),
-                    killed: controls.promotion_killed(&p.id),
-                    skus: match &p.target {
-                        edgeprice_pricing::promo::Target::Skus { skus } => skus.len() as u64,
-                        _ => 0,
-                    },
-                    starts_at_ms: conditions.starts_at_ms,
-                    ends_at_ms: conditions.ends_at_ms,
-                }
+    /// The SKUs (of `rows`) promotion `id` can change: listed SKUs, SKUs of listed
+    /// categories, every SKU for item-level rules on all lines; none for cart-level and
+    /// shipping rules (they change baskets, not SKUs).
+    pub fn targeted<'r>(&self, id: &str, rows: &'r [SkuRow]) -> Vec<&'r str> {
+        use edgeprice_pricing::promo::{Level, Target};
+        let Some(promotion) = self.promotions.get(id) else {
+            return Vec::new();
+        };
+        if promotion.rule.level() != Level::Item {
+            return Vec::new();
+        }
+        rows.iter()
+            .filter(|row| match &promotion.target {
+                Target::All => true,
+                Target::Skus { skus } => skus.iter().any(|s| s.as_str() == row.sku),
+                Target::Categories { categories } => categories.contains(&row.category),
             })
+            .map(|row| row.sku.as_str())
             .collect()
+    }
+
+    /// The promotions as the admin API lists them: the book's, then the per-SKU
+    /// promotions of the promotions feed (`tagged`: promotion id → SKUs carrying it).
+    pub fn rows(
+        &self,
+        controls: &Controls,
+        now_ms: i64,
+        sku_rows: &[SkuRow],
+        tagged: &BTreeMap<String, u64>,
+    ) -> Vec<PromotionRow> {
+        let book = self.promotions.values().map(|p| {
+            let conditions = &p.conditions;
+            PromotionRow {
+                id: p.id.clone(),
+                name: p.label.clone(),
+                kind: p.rule.kind().as_str().to_owned(),
+                active: conditions.starts_at_ms.is_none_or(|s| s <= now_ms)
+                    && conditions.ends_at_ms.is_none_or(|e| now_ms < e),
+                killed: controls.promotion_killed(&p.id),
+                skus: self.targeted(&p.id, sku_rows).len() as u64,
+                starts_at_ms: conditions.starts_at_ms,
+                ends_at_ms: conditions.ends_at_ms,
+            }
+        });
+        let per_sku = tagged
+            .iter()
+            .filter(|(id, _)| !self.promotions.contains_key(*id))
+            .map(|(id, skus)| PromotionRow {
+                id: id.clone(),
+                name: id.clone(),
+                kind: "per_sku".into(),
+                active: true,
+                killed: controls.promotion_killed(id),
+                skus: *skus,
+                starts_at_ms: None,
+                ends_at_ms: None,
+            });
+        book.chain(per_sku).collect()
     }
 }
 
@@ -531,7 +567,17 @@ mod tests {
             ["summer"]
         );
         doc.validate().unwrap();
-        let rows = book.rows(&controls, 0);
-        assert!(rows.iter().any(|r| r.id == "spring" && r.killed));
+        let skus = vec![SkuRow {
+            sku: "SKU-1".into(),
+            ..SkuRow::default()
+        }];
+        let tagged = BTreeMap::from([("flash".to_owned(), 3u64)]);
+        let rows = book.rows(&controls, 0, &skus, &tagged);
+        assert!(rows
+            .iter()
+            .any(|r| r.id == "spring" && r.killed && r.skus == 1));
+        assert!(rows
+            .iter()
+            .any(|r| r.id == "flash" && r.kind == "per_sku" && r.skus == 3));
     }
 }

@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{
-    bearer, constant_time_eq, error_reply, json_reply, method_not_allowed, query_param, read_body,
-    Reply, Service,
+    bearer, constant_time_eq, decode_path, error_reply, json_reply, method_not_allowed,
+    query_param, read_body, Reply, Service,
 };
 use crate::admin::board::SkuSort;
 use crate::admin::promotions::dry_run;
@@ -113,7 +113,7 @@ pub(super) async fn handle(service: &Service, request: Request<Incoming>, route:
     };
     let method = request.method().clone();
     let (head, tail) = match route.split_once('/') {
-        Some((head, tail)) => (head, Some(tail.to_owned())),
+        Some((head, tail)) => (head, Some(decode_path(tail))),
         None => (route, None),
     };
     let control = &service.control;
@@ -194,10 +194,13 @@ pub(super) async fn handle(service: &Service, request: Request<Incoming>, route:
         }
         ("promotions", None, &Method::GET) => {
             let board = control.board();
-            ok(
-                StatusCode::OK,
-                &board.promotions().rows(&board.controls(), crate::now_ms()),
-            )
+            let rows = board.promotions().rows(
+                &board.controls(),
+                crate::now_ms(),
+                &board.rows(),
+                &board.promotion_tags(),
+            );
+            ok(StatusCode::OK, &rows)
         }
         ("promotions", Some("dry-run"), &Method::POST) => {
             let body: DryRunRequest = match body_json(request).await {
@@ -321,7 +324,7 @@ async fn metrics(service: &Service) -> Reply {
     let mut pipeline = board.pipeline_metrics(now);
     let data_dir = control.data_dir().to_owned();
     let counts = blocking(move || -> Result<(i64, i64), StoreError> {
-        let conn = crate::store::open(&data_dir)?;
+        let conn = crate::store::open_read(&data_dir)?;
         let backlog = EventLog::backlog(&conn)?;
         let dead = EventLog::dead_letter_count(&conn)?;
         Ok((backlog, dead))
@@ -439,7 +442,7 @@ async fn sku_detail(service: &Service, sku: &str) -> Reply {
     let data_dir = control.data_dir().to_owned();
     let read = blocking(
         move || -> Result<(Option<SkuState>, Option<Value>), StoreError> {
-            let conn = crate::store::open(&data_dir)?;
+            let conn = crate::store::open_read(&data_dir)?;
             let state = SkuState::load(&conn, &sku)?;
             let latest = crate::audit::records_for(&conn, sku.as_str(), 1)?
                 .into_iter()
@@ -481,7 +484,7 @@ async fn decisions(service: &Service, request: &Request<Incoming>) -> Reply {
     let data_dir = service.control.data_dir().to_owned();
     let lookup_sku = sku.clone();
     let records = blocking(move || {
-        let conn = crate::store::open(&data_dir)?;
+        let conn = crate::store::open_read(&data_dir)?;
         crate::audit::records_for(&conn, &lookup_sku, limit)
     })
     .await;
@@ -512,7 +515,7 @@ async fn audit(service: &Service, request: &Request<Incoming>) -> Reply {
     let before = query_param(request.uri().query(), "before").and_then(|b| b.parse().ok());
     let data_dir = service.control.data_dir().to_owned();
     let entries = blocking(move || {
-        let conn = crate::store::open(&data_dir)?;
+        let conn = crate::store::open_read(&data_dir)?;
         crate::audit::recent(&conn, limit, before)
     })
     .await;

@@ -143,13 +143,23 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, value)| percent_decode(value))
 }
 
+/// Decodes a query value (`+` is a space).
 fn percent_decode(value: &str) -> String {
+    decode(value, true)
+}
+
+/// Decodes a path segment (`+` is itself).
+fn decode_path(value: &str) -> String {
+    decode(value, false)
+}
+
+fn decode(value: &str, plus_is_space: bool) -> String {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
                 let hex = |b: u8| (b as char).to_digit(16);
                 match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
@@ -325,5 +335,6 @@ mod tests {
         assert_eq!(query_param(query, "bad").as_deref(), Some("%zz"));
         assert_eq!(query_param(query, "missing"), None);
         assert_eq!(query_param(Some("x=%4"), "x").as_deref(), Some("%4"));
+        assert_eq!(decode_path("SKU%2D1+2"), "SKU-1+2");
     }
 }

@@ -532,15 +532,39 @@ impl<P: Publisher> Pipeline<P> {
     /// What `switch` touches.
     pub fn blast_radius(&self, switch: &Switch) -> BlastRadius {
         let edges = self.edges;
+        // SKUs carrying a promotion tag, and SKUs a promotion of the book targets.
+        let reach = |id: Option<&str>| -> (u64, u64) {
+            let rows = self.board.rows();
+            let mut skus: std::collections::HashSet<String> =
+                self.board.skus_with_promotion(id).into_iter().collect();
+            let mut ids: std::collections::HashSet<String> = self
+                .board
+                .promotion_tags()
+                .into_keys()
+                .filter(|t| id.is_none_or(|id| id == t))
+                .collect();
+            for promotion in self
+                .promotions
+                .promotions
+                .keys()
+                .filter(|p| id.is_none_or(|id| id == p.as_str()))
+            {
+                ids.insert(promotion.clone());
+                skus.extend(
+                    self.promotions
+                        .targeted(promotion, &rows)
+                        .into_iter()
+                        .map(str::to_owned),
+                );
+            }
+            (
+                skus.len() as u64,
+                ids.len().max(usize::from(id.is_some())) as u64,
+            )
+        };
         let (skus, promotions) = match switch {
-            Switch::AllPromotions => {
-                let (skus, ids) = self.board.promoted(None);
-                (skus, ids + self.promotions.len() as u64)
-            }
-            Switch::Promotion { id } => {
-                let (skus, _) = self.board.promoted(Some(id));
-                (skus, 1)
-            }
+            Switch::AllPromotions => reach(None),
+            Switch::Promotion { id } => reach(Some(id)),
             Switch::FreezeSku { .. } => (1, 0),
             Switch::Pipeline | Switch::Checkout => (self.board.sku_count() as u64, 0),
         };

@@ -249,12 +249,23 @@ impl<P: Publisher> Pipeline<P> {
     /// Processes up to `batch_size` pending events (see the module docs). Returns an
     /// empty report when there was nothing to do.
     pub fn process_batch(&mut self, now_ms: i64) -> Result<BatchReport, PipelineError> {
+        self.process_batch_with(&|| now_ms)
+    }
+
+    /// [`Pipeline::process_batch`] reading the time from `clock` once the batch's events
+    /// are read: an event accepted while an edge was being resynced (a cost effective
+    /// at its sending time, say) is never judged at a time before it arrived.
+    pub fn process_batch_with(
+        &mut self,
+        clock: &dyn Fn() -> i64,
+    ) -> Result<BatchReport, PipelineError> {
         if !self.edge_in_sync {
-            self.resync(now_ms)?;
+            self.resync(clock())?;
         }
         let started = Instant::now();
         let events = EventLog::pending(&self.conn, self.config.batch_size)?;
         let read_us = started.elapsed().as_micros() as u64;
+        let now_ms = clock();
         if events.is_empty() {
             return Ok(BatchReport {
                 version: self.version,

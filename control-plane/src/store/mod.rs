@@ -124,6 +124,17 @@ pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Opens the database read-only (admin reads): no schema, no pragmas that could take
+/// the write lock.
+pub fn open_read(data_dir: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        data_dir.join(DB_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
 /// Reads a `meta` value.
 pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
     Ok(conn
