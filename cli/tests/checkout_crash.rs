@@ -270,6 +270,24 @@ fn killed_at_each_saga_step_and_restarted_nothing_is_stuck_lost_or_duplicated() 
             (!pending).then_some(reply)
         });
         assert_eq!(reply.status, *expected, "{point}: {}", reply.body);
+        // The answer is kept from the confirmation on; recovery then sends the sales
+        // events and completes the saga.
+        let saga_id = reply.body["saga_id"]
+            .as_str()
+            .or(reply.body["error"]["saga_id"].as_str())
+            .unwrap_or_else(|| panic!("{point}: no saga id in {}", reply.body))
+            .to_owned();
+        eventually(&format!("the saga killed at {point} to end"), || {
+            let saga = http(
+                &up.control,
+                "GET",
+                &format!("/v1/checkout/{saga_id}"),
+                &[],
+                "",
+            )?;
+            let state = saga.body["saga"]["state"].as_str()?.to_owned();
+            (state == "completed" || state == "failed").then_some(())
+        });
         if reply.status == 201 {
             assert_eq!(
                 reply.body["total_minor"].as_i64(),

@@ -13,6 +13,10 @@
 //! - [`runtime`]: [`runtime::ControlPlane`], the ingest writer and the pipeline on
 //!   their threads;
 //! - [`http`]: `POST /v1/feeds/{feed}` with per-source tokens and rate limits.
+//! - [`checkout`]: inventory reservations (one group-commit ledger writer, stock from
+//!   the feed log), the checkout saga with its durable step log, recovery, sweeper and
+//!   reconciliation, payments behind a trait, flash-sale limits, checkout events; its
+//!   routes are [`http::checkout`] ([`http::IngestServer::start_with_checkout`]).
 //!
 //! Embedding (`edgeprice up`): call [`runtime::ControlPlane::start`] with
 //! [`publish::InProcessEdge`] around the edge's snapshot store, and serve feeds with

@@ -757,6 +757,10 @@ impl Ledger {
     /// Stock of a SKU at every location, from the database (committed state).
     pub fn stock(&self, sku: &str) -> Result<Vec<(String, StockLevel)>, CheckoutError> {
         self.read(|conn| {
+            // One read transaction: every figure from the same commit (WAL snapshot), or
+            // a confirmation between two reads would count units twice.
+            let snapshot = conn.unchecked_transaction()?;
+            let conn: &Connection = &snapshot;
             let mut stmt = conn.prepare_cached(
                 "SELECT location, on_hand FROM stock WHERE sku = ?1 ORDER BY location",
             )?;
@@ -789,6 +793,8 @@ impl Ledger {
                     .query_row([sku, &location], |row| row.get(0))?;
                 out.push((location, level));
             }
+            drop(stmt);
+            snapshot.finish()?;
             Ok(out)
         })
     }
