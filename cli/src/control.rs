@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use std::sync::Arc;
 
 use edgeprice_control::audit;
-use edgeprice_control::checkout::FnCoupons;
 use edgeprice_control::publish::{FanOut, HttpPublisher, Publisher};
 use tracing::info;
 
@@ -61,10 +59,8 @@ pub fn control(args: ControlArgs) -> anyhow::Result<()> {
         ..crate::config::EdgeConfig::default()
     }
     .keyring()?;
-    // Remote edges: coupon limits are not known here yet (the control plane's own
-    // promotion store can plug in through `CouponLimits`); redemptions are still held
-    // and counted, without limits.
-    let coupons = Arc::new(FnCoupons(|_: &str| None));
+    // Remote edges: coupon limits come from the control plane's own promotion book.
+    let coupons = None;
     let embedded = Embedded::start(
         publisher,
         &args.control,

@@ -130,7 +130,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let (store, handle) = start_edge(&config)?;
     let checkout = CheckoutWiring {
         keyring: config.keyring()?,
-        coupons: Arc::new(SnapshotCoupons(Arc::clone(&store))),
+        coupons: Some(Arc::new(SnapshotCoupons(Arc::clone(&store)))),
     };
     let embedded = Embedded::start(
         InProcessEdge(Arc::clone(&store)),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use edgeprice_control::checkout::payment::{SimulatedGateway, SimulatorConfig};
 use edgeprice_control::checkout::{
-    kill_switch_gate, Checkout, CheckoutConfig, CheckoutDeps, CouponLimits, Faults,
+    kill_switch_gate, BookCoupons, Checkout, CheckoutConfig, CheckoutDeps, CouponLimits, Faults,
 };
 use edgeprice_control::http::{AdminToken, FeedSource, IngestHttpConfig, IngestServer};
 use edgeprice_control::kafka::{FeedConsumer, KafkaConfig, KafkaPublisher};
@@ -180,11 +180,12 @@ impl KafkaArgs {
 }
 
 /// What checkout needs from the binary: the keyring the edges sign quotes with (none:
-/// checkout answers 503 `checkout_disabled`) and where coupon limits come from.
+/// checkout answers 503 `checkout_disabled`) and where coupon limits come from (`None`:
+/// the control plane's own promotion book).
 #[derive(Debug)]
 pub struct CheckoutWiring {
     pub keyring: Option<Keyring>,
-    pub coupons: Arc<dyn CouponLimits>,
+    pub coupons: Option<Arc<dyn CouponLimits>>,
 }
 
 /// Starts checkout over DATA_DIR/control: the ledger, the simulated payment gateway
@@ -204,7 +205,11 @@ fn start_checkout(
         Ok(json) => serde_json::from_str(&json).context("EDGEPRICE_PAYMENT_SIMULATOR")?,
         Err(_) => SimulatorConfig::default(),
     };
-    let gate = kill_switch_gate(Arc::clone(control.handle(Vec::new()).board()));
+    let board = Arc::clone(control.handle(Vec::new()).board());
+    let coupons = wiring
+        .coupons
+        .unwrap_or_else(|| Arc::new(BookCoupons(Arc::clone(&board))));
+    let gate = kill_switch_gate(board);
     let gateway = SimulatedGateway::open(Some(&dir.join("gateway.db")), simulator)
         .context("opening the simulated payment gateway")?;
     let checkout = Checkout::start(
@@ -216,7 +221,7 @@ fn start_checkout(
         CheckoutDeps {
             keyring,
             gateway: Arc::new(gateway),
-            coupons: wiring.coupons,
+            coupons,
             ingestor: Some(control.ingestor()),
             feed_db: Some(dir.join(edgeprice_control::store::DB_FILE)),
             kafka: kafka.cloned(),

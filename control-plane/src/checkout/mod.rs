@@ -392,6 +392,22 @@ impl CouponLimits for SnapshotCoupons {
     }
 }
 
+/// Coupon limits from the control plane's own promotion book (what it publishes to
+/// every edge): the source for a control plane serving remote edges.
+#[derive(Debug, Clone)]
+pub struct BookCoupons(pub Arc<crate::admin::board::Board>);
+
+impl CouponLimits for BookCoupons {
+    fn rule(&self, promotion_id: &str) -> Option<CouponRule> {
+        self.0
+            .promotions()
+            .promotions
+            .get(promotion_id)?
+            .coupon
+            .clone()
+    }
+}
+
 /// Coupon limits from a function (tests, other stores).
 pub struct FnCoupons<F>(pub F);
 
@@ -652,5 +668,32 @@ impl Drop for Checkout {
         if let Some(background_jh) = self.background_jh.take() {
             let _ = background_jh.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::board::Board;
+    use crate::admin::promotions::PromotionBook;
+
+    #[test]
+    fn book_coupons_read_the_control_planes_promotions() {
+        let coupon: edgeprice_pricing::promo::Promotion =
+            serde_json::from_value(serde_json::json!({
+                "id": "welcome",
+                "label": "5.00 off your first order",
+                "currency": "EUR",
+                "rule": {"type": "cart_amount_off", "threshold_minor": 0, "amount_minor": 500},
+                "coupon": {"codes": ["WELCOME"], "total_limit": 100, "per_customer_limit": 1},
+            }))
+            .unwrap();
+        let board = Arc::new(Board::default());
+        let limits = BookCoupons(Arc::clone(&board));
+        assert_eq!(limits.rule("welcome"), None);
+        board.set_promotions(&PromotionBook::default().with(coupon.clone()));
+        assert_eq!(limits.rule("welcome"), coupon.coupon);
+        assert!(limits.rule("welcome").is_some());
+        assert_eq!(limits.rule("other"), None);
     }
 }
