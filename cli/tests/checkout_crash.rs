@@ -3,76 +3,22 @@
 //! marker file, and the test kills it), then restarted. Afterwards no reservation is
 //! stuck, no payment lacks an order or a refund, and no order is duplicated.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-const PATIENCE: Duration = Duration::from_secs(60);
+use std::path::Path;
+
+use support::{eventually, up_command, Up};
+
 const SKU: &str = "CRASH-1";
 const STOCK: i64 = 50;
 
-struct Up {
-    child: Child,
-    edge: String,
-    control: String,
-}
-
-impl Up {
-    fn start(data_dir: &Path, fault: Option<&str>) -> Up {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_edgeprice"));
-        command
-            .args([
-                "up",
-                "--listen",
-                "127.0.0.1:0",
-                "--feeds-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .env_remove("EDGEPRICE_CHECKOUT_FAULT")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if let Some(fault) = fault {
-            command.env("EDGEPRICE_CHECKOUT_FAULT", format!("hang:{fault}"));
-        }
-        let mut child = command.spawn().expect("start edgeprice up");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("banner");
-        // "edgeprice is up: edge http://ADDR, control plane http://ADDR"
-        let addr = |after: &str| {
-            line.split(after)
-                .nth(1)
-                .and_then(|rest| rest.split([',', '\n']).next())
-                .unwrap_or_else(|| panic!("unexpected banner {line:?}"))
-                .trim()
-                .to_owned()
-        };
-        let (edge, control) = (addr("edge http://"), addr("control plane http://"));
-        std::thread::spawn(move || for _ in stdout.lines() {});
-        Up {
-            child,
-            edge,
-            control,
-        }
+/// `edgeprice up` without the demo, hanging at saga step `fault` if given.
+fn start(data_dir: &Path, fault: Option<&str>) -> Up {
+    let mut command = up_command(data_dir);
+    if let Some(fault) = fault {
+        command.env("EDGEPRICE_CHECKOUT_FAULT", format!("hang:{fault}"));
     }
-
-    fn kill(mut self) {
-        // Child::kill is SIGKILL on Unix: no destructor, no flush, no goodbye.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Up::start(command, data_dir)
 }
 
 struct Reply {
@@ -87,38 +33,11 @@ fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Option<Reply> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .ok()?;
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: t\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let (status, body) = support::http(addr, method, path, headers, body)?;
     Some(Reply {
-        status: head.get(9..12)?.parse().ok()?,
-        body: serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        status,
+        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
     })
-}
-
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn now_ms() -> i64 {
@@ -128,16 +47,9 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn token(data_dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(data_dir.join(name))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
 /// Catalogs the SKU and counts its stock through the feeds API; waits for its price.
-fn seed(up: &Up, data_dir: &Path) {
-    let feed = format!("Bearer {}", token(data_dir, "feed.token"));
+fn seed(up: &Up) {
+    let feed = format!("Bearer {}", up.token("feed.token"));
     let t = now_ms();
     for (kind, body) in [
         (
@@ -189,8 +101,8 @@ fn quote(up: &Up, customer: &str) -> (String, i64) {
     (reply.body["token"].as_str().unwrap().to_owned(), total)
 }
 
-fn admin(up: &Up, data_dir: &Path, path: &str) -> serde_json::Value {
-    let auth = format!("Bearer {}", token(data_dir, "admin.token"));
+fn admin(up: &Up, path: &str) -> serde_json::Value {
+    let auth = format!("Bearer {}", up.token("admin.token"));
     let reply = http(&up.control, "GET", path, &[("Authorization", &auth)], "").unwrap();
     assert_eq!(reply.status, 200, "{path}: {}", reply.body);
     reply.body
@@ -200,8 +112,8 @@ fn admin(up: &Up, data_dir: &Path, path: &str) -> serde_json::Value {
 fn killed_at_each_saga_step_and_restarted_nothing_is_stuck_lost_or_duplicated() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path();
-    let up = Up::start(data_dir, None);
-    seed(&up, data_dir);
+    let up = start(data_dir, None);
+    seed(&up);
     up.kill();
 
     // What recovery must make of a saga killed at each point: before the charge is
@@ -217,7 +129,7 @@ fn killed_at_each_saga_step_and_restarted_nothing_is_stuck_lost_or_duplicated() 
     ];
     let mut orders = Vec::new();
     for (i, (point, expected)) in points.iter().enumerate() {
-        let up = Up::start(data_dir, Some(point));
+        let up = start(data_dir, Some(point));
         let (token, total) = quote(&up, &format!("crash-customer-{i}"));
         let body = serde_json::json!({"quote_token": token}).to_string();
         let key = format!("crash-{point}");
@@ -256,7 +168,7 @@ fn killed_at_each_saga_step_and_restarted_nothing_is_stuck_lost_or_duplicated() 
 
         // Restarted without the fault: recovery settles the saga, and the same request
         // gets its final answer.
-        let up = Up::start(data_dir, None);
+        let up = start(data_dir, None);
         let reply = eventually(&format!("the saga killed at {point} to settle"), || {
             let reply = http(
                 &up.control,
@@ -322,8 +234,8 @@ fn killed_at_each_saga_step_and_restarted_nothing_is_stuck_lost_or_duplicated() 
         up.kill();
     }
 
-    let up = Up::start(data_dir, None);
-    let report = admin(&up, data_dir, "/v1/admin/checkout/reconciliation");
+    let up = start(data_dir, None);
+    let report = admin(&up, "/v1/admin/checkout/reconciliation");
     assert_eq!(
         report["payments_without_order"],
         serde_json::json!([]),
@@ -335,7 +247,7 @@ fn killed_at_each_saga_step_and_restarted_nothing_is_stuck_lost_or_duplicated() 
         "{report}"
     );
     assert_eq!(report["in_flight"], 0, "{report}");
-    let stats = &admin(&up, data_dir, "/v1/admin/checkout")["stats"];
+    let stats = &admin(&up, "/v1/admin/checkout")["stats"];
     assert_eq!(
         stats["active_reservations"], 0,
         "no reservation stuck: {stats}"
@@ -354,7 +266,7 @@ fn killed_at_each_saga_step_and_restarted_nothing_is_stuck_lost_or_duplicated() 
         assert_eq!(reply.body["order"]["status"], "confirmed");
         assert_eq!(reply.body["saga"]["state"], "completed");
     }
-    let stock = admin(&up, data_dir, &format!("/v1/admin/checkout/stock/{SKU}"));
+    let stock = admin(&up, &format!("/v1/admin/checkout/stock/{SKU}"));
     let location = &stock["locations"][0];
     let available =
         location["on_hand"].as_i64().unwrap() - location["sold_pending"].as_i64().unwrap();

@@ -3,134 +3,36 @@
 //! switch flipped through its confirmation is checked where customers see prices — at
 //! the edge's HTTP API.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::{eventually, http, Up, PATIENCE};
 
-const PATIENCE: Duration = Duration::from_secs(60);
 const PROMOTION: &str = "console-e2e";
 
-struct Up {
-    child: Child,
-    edge: String,
-    control: String,
-    data_dir: PathBuf,
-}
-
+/// The console test's reads and writes through `edgeprice up`'s public HTTP APIs.
 impl Up {
-    fn start(data_dir: &Path) -> Up {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edgeprice"))
-            .args([
-                "up",
-                "--demo",
-                "--listen",
-                "127.0.0.1:0",
-                "--feeds-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start edgeprice up");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("banner");
-        // "edgeprice is up: edge http://ADDR, control plane http://ADDR"
-        let after = |marker: &str| {
-            line.split(marker)
-                .nth(1)
-                .and_then(|rest| rest.split([',', ' ', '\n']).next())
-                .unwrap_or_else(|| panic!("unexpected banner {line:?}"))
-                .to_owned()
-        };
-        let (edge, control) = (after("edge http://"), after("control plane http://"));
-        std::thread::spawn(move || for _ in stdout.lines() {});
-        Up {
-            child,
-            edge,
-            control,
-            data_dir: data_dir.to_owned(),
-        }
-    }
-
-    fn admin_token(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned()
-    }
-
     fn price(&self, sku: &str) -> Option<Value> {
-        match http(&self.edge, "GET", &format!("/v1/prices/{sku}"), None, None)? {
+        match self.get(&format!("/v1/prices/{sku}"))? {
             (200, body) => serde_json::from_str(&body).ok(),
             _ => None,
         }
     }
 
     fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Option<(u16, Value)> {
-        let token = self.admin_token();
-        let body = body.map(Value::to_string);
-        let (status, text) = http(&self.control, method, path, Some(&token), body.as_deref())?;
+        let auth = format!("Bearer {}", self.token("admin.token"));
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let (status, text) = http(
+            &self.control,
+            method,
+            path,
+            &[("Authorization", &auth)],
+            &body,
+        )?;
         Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP/1.1 request with `Connection: close`.
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr)
-        .map_err(|e| eprintln!("{method} {path}: connect: {e}"))
-        .ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .ok()?;
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    request.push_str(&format!(
-        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    ));
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut raw = String::new();
-    stream
-        .read_to_string(&mut raw)
-        .map_err(|e| eprintln!("{method} {path}: read: {e}"))
-        .ok()?;
-    let status = raw.split(' ').nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -259,7 +161,7 @@ fn a_kill_switch_flipped_in_the_console_changes_prices_at_the_edge() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let up = Up::start(dir.path());
+    let up = Up::demo(dir.path());
 
     // A promotion the edge shows: 2% off a few demo SKUs whose floor leaves room for it.
     let skus: Vec<String> = eventually("demo prices with room above their floors", || {

@@ -182,14 +182,17 @@ impl SnapshotPromotions {
         let v = r.variant;
         let e = &v.entry;
         let entry_price = e.effective_price_at(now_ms);
-        let tag = e
-            .promotion
-            .as_ref()
-            .filter(|p| p.is_active_at(now_ms))
-            .map(|p| (Arc::clone(p), entry_price));
-        let fallback = Shelf {
+        // The tag's `Arc` is cloned only when it is the promotion shown (an atomic
+        // increment per request otherwise, on every core).
+        let tag = |price: i64| {
+            e.promotion
+                .as_ref()
+                .filter(|p| p.is_active_at(now_ms))
+                .map(|p| (Arc::clone(p), price))
+        };
+        let fallback = || Shelf {
             price_minor: entry_price,
-            promotion: tag.clone(),
+            promotion: tag(entry_price),
         };
         let (Ok(sku), Ok(store), Ok(channel), Ok(segment)) = (
             Sku::new(&r.sku.sku),
@@ -197,7 +200,7 @@ impl SnapshotPromotions {
             Dimension::new(dict.name(v.channel)),
             Dimension::new(dict.name(v.segment)),
         ) else {
-            return fallback;
+            return fallback();
         };
         let line = CartLine {
             sku,
@@ -213,7 +216,7 @@ impl SnapshotPromotions {
         ctx.segment = segment;
         ctx.explain = false;
         let Ok(shelf) = shelf_price(&self.set, &line, &ctx) else {
-            return fallback;
+            return fallback();
         };
         // Largest discount first; ties to the first applied.
         let best = shelf
@@ -226,7 +229,7 @@ impl SnapshotPromotions {
             price_minor: shelf.unit_price_minor,
             promotion: best
                 .map(|p| (Arc::clone(p), shelf.unit_price_minor))
-                .or(tag.map(|(p, _)| (p, shelf.unit_price_minor))),
+                .or_else(|| tag(shelf.unit_price_minor)),
         }
     }
 }

@@ -595,22 +595,16 @@ impl<P: Publisher> Pipeline<P> {
         self.promotions
             .check(&promotion)
             .map_err(|e| AdminError::invalid("invalid_promotion", e))?;
-        let mut book = self.promotions.with(promotion.clone());
-        book.version += 1;
-        if let Some(event_id) = event_id {
-            book.remember(event_id);
-        }
-        let record = json!({
-            "kind": "promotion",
-            "event_id": event_id,
-            "actor": actor.name,
-            "role": actor.role,
-            "reason": reason,
-            "promotion": promotion,
-            "promotions_version": book.version,
-            "snapshot_version": self.version + 1,
-        });
-        self.commit_book(book, &record, now_ms)?;
+        let book = self.promotions.with(promotion.clone());
+        self.change_book(
+            book,
+            "promotion",
+            &promotion,
+            actor,
+            reason,
+            event_id,
+            now_ms,
+        )?;
         info!(id = %promotion.id, revision = promotion.revision, by = %actor.name, "promotion published");
         Ok(PromotionChange {
             id: promotion.id,
@@ -634,21 +628,15 @@ impl<P: Publisher> Pipeline<P> {
             .promotions
             .remove(id)
             .ok_or_else(|| AdminError::NotFound(format!("no promotion {id}")))?;
-        book.version += 1;
-        if let Some(event_id) = event_id {
-            book.remember(event_id);
-        }
-        let record = json!({
-            "kind": "promotion_end",
-            "event_id": event_id,
-            "actor": actor.name,
-            "role": actor.role,
-            "reason": reason,
-            "promotion": ended,
-            "promotions_version": book.version,
-            "snapshot_version": self.version + 1,
-        });
-        self.commit_book(book, &record, now_ms)?;
+        self.change_book(
+            book,
+            "promotion_end",
+            &ended,
+            actor,
+            reason,
+            event_id,
+            now_ms,
+        )?;
         info!(id, by = %actor.name, "promotion ended");
         Ok(PromotionChange {
             id: id.to_owned(),
@@ -656,6 +644,36 @@ impl<P: Publisher> Pipeline<P> {
             promotions_version: self.promotions.version,
             snapshot_version: self.version,
         })
+    }
+
+    /// Raises the book's version, remembers the feed event (if any), and commits the
+    /// book with the audit record of the change (`kind` of `promotion`).
+    #[allow(clippy::too_many_arguments)]
+    fn change_book(
+        &mut self,
+        mut book: PromotionBook,
+        kind: &str,
+        promotion: &Promotion,
+        actor: &Actor,
+        reason: &str,
+        event_id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), AdminError> {
+        book.version += 1;
+        if let Some(event_id) = event_id {
+            book.remember(event_id);
+        }
+        let record = json!({
+            "kind": kind,
+            "event_id": event_id,
+            "actor": actor.name,
+            "role": actor.role,
+            "reason": reason,
+            "promotion": promotion,
+            "promotions_version": book.version,
+            "snapshot_version": self.version + 1,
+        });
+        self.commit_book(book, &record, now_ms)
     }
 
     fn commit_book(
