@@ -417,6 +417,23 @@ impl Api {
                 (now - stats.applied_at_ms) as f64 / 1e3,
             );
         }
+        gauge(
+            &mut out,
+            "edgeprice_snapshot_persisted_version",
+            "Newest version written to the data directory (0: none, or no data directory).",
+            stats.persisted_version as f64,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP edgeprice_snapshot_persist_failures_total Failed writes to the data directory (each healed by writing a snapshot).\n# TYPE edgeprice_snapshot_persist_failures_total counter\nedgeprice_snapshot_persist_failures_total {}",
+            stats.persist_failures
+        );
+        let _ = writeln!(
+            out,
+            "# HELP edgeprice_snapshot_persist_seconds Writing served updates to the data directory (one fsync per group).\n# TYPE edgeprice_snapshot_persist_seconds summary\nedgeprice_snapshot_persist_seconds_sum {}\nedgeprice_snapshot_persist_seconds_count {}",
+            stats.persist_us_total as f64 / 1e6,
+            stats.persists
+        );
         out.push_str(
             "# HELP edgeprice_snapshot_updates_total Snapshot and delta updates, by result.\n",
         );
@@ -528,8 +545,8 @@ impl Api {
             Ok(applied) => Response::json(
                 200,
                 format!(
-                    r#"{{"version":{},"entries":{},"apply_us":{},"persist_us":{}}}"#,
-                    applied.version, applied.entries, applied.apply_us, applied.persist_us
+                    r#"{{"version":{},"entries":{},"apply_us":{}}}"#,
+                    applied.version, applied.entries, applied.apply_us
                 ),
             ),
             Err(err) => update_error(call, &err),
@@ -596,7 +613,6 @@ fn update_error(call: AdminCall, err: &UpdateError) -> Response {
             Response::error_with_version(409, "stale_snapshot", &message, *current)
         }
         UpdateError::NoBase => Response::error(409, "no_base_snapshot", &message),
-        UpdateError::Persist(_) => Response::error(500, "persist_failed", &message),
         UpdateError::Stopped => Response::error(503, "writer_stopped", &message),
     }
 }

@@ -5,8 +5,8 @@
 //! - `snapshot-{V}.fb`: a full snapshot at version `V` (the flatbuffer as received or as
 //!   re-encoded by compaction), written to a temporary name, fsynced, then renamed.
 //! - `deltas-{V}.log`: deltas applied after version `V`, as records
-//!   `[u32 len LE][u32 crc32 LE][delta flatbuffer]`, each fsynced before the edge
-//!   acknowledges it.
+//!   `[u32 len LE][u32 crc32 LE][delta flatbuffer]`, appended and fsynced right after
+//!   the edge swapped them in (several at once when they queued up).
 //!
 //! Recovery loads the newest snapshot file that decodes, then replays the logs with
 //! `start ≥ V` in order, skipping records already included and stopping at the first
@@ -170,6 +170,14 @@ impl Persistence {
 
     /// Appends an encoded delta durably (fdatasync) before returning.
     pub fn append_delta(&mut self, encoded: &[u8]) -> io::Result<()> {
+        self.append_deltas(&[encoded])
+    }
+
+    /// Appends encoded deltas, in order, with one fdatasync for all of them.
+    pub fn append_deltas(&mut self, encoded: &[&[u8]]) -> io::Result<()> {
+        if encoded.is_empty() {
+            return Ok(());
+        }
         let log = match &mut self.log {
             Some(log) => log,
             None => {
@@ -178,15 +186,23 @@ impl Persistence {
                 ))
             }
         };
-        let mut header = [0u8; 8];
-        header[..4].copy_from_slice(&(encoded.len() as u32).to_le_bytes());
-        header[4..].copy_from_slice(&crc32fast::hash(encoded).to_le_bytes());
-        // Two writes, not a copy of the delta into one buffer: a crash between them
-        // leaves a torn record, which recovery stops at like any other.
-        log.write_all(&header)?;
-        log.write_all(encoded)?;
-        log.sync_data()?;
-        self.log_bytes += (header.len() + encoded.len()) as u64;
+        for delta in encoded {
+            let mut header = [0u8; 8];
+            header[..4].copy_from_slice(&(delta.len() as u32).to_le_bytes());
+            header[4..].copy_from_slice(&crc32fast::hash(delta).to_le_bytes());
+            // Two writes, not a copy of the delta into one buffer: a crash between them
+            // leaves a torn record, which recovery stops at like any other.
+            log.write_all(&header)?;
+            log.write_all(delta)?;
+            self.log_bytes += (header.len() + delta.len()) as u64;
+        }
+        log.sync_data()
+    }
+
+    /// Makes every later append fail, as a full or broken disk would.
+    #[cfg(test)]
+    pub fn fail_log_writes_for_test(&mut self) -> io::Result<()> {
+        self.log = Some(File::open(log_path(&self.dir, self.log_start))?);
         Ok(())
     }
 

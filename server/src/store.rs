@@ -4,8 +4,21 @@
 //! Request threads call [`SnapshotStore::load`] (an arc-swap guard: no lock, no
 //! allocation, no refcount traffic in the common case) and answer a whole request from
 //! that one version. Every update — a full snapshot, a delta, a reload — is sent to the
-//! writer thread, which decodes it, builds the next version, persists it (durable before
-//! the update is acknowledged), and swaps it in.
+//! writer thread, which decodes it, builds the next version and swaps it in.
+//!
+//! # Visible first, then durable
+//!
+//! An update is acknowledged once it is served; the writer then persists it, together
+//! with every other update that queued meanwhile, with one fsync, before it takes the
+//! next command. A price change is therefore never held back by the disk (an fsync of
+//! a growing log on a busy disk takes tens of milliseconds, and in embedded mode the
+//! control plane's pipeline waits for the acknowledgement). A crash between the swap
+//! and the fsync restarts the edge at the version before: it serves that, as it would
+//! with the control plane away, and the publisher, finding the edge behind, resends
+//! (a delta for a base the edge does not have is refused with its current version, and
+//! the publisher resyncs). What is on disk is always a consistent prefix of what was
+//! served; a failed write is healed by writing the current version as a new snapshot.
+//! `edgeprice_snapshot_persisted_version` shows how far the disk is.
 //!
 //! Old versions are dropped on the writer thread, never on a request thread: a replaced
 //! version goes to a retire list and is released only when the writer holds its last
@@ -53,8 +66,6 @@ pub struct Applied {
     pub entries: usize,
     /// Decode, build and swap, in microseconds.
     pub apply_us: u64,
-    /// Making it durable, in microseconds (0 without a data directory).
-    pub persist_us: u64,
 }
 
 /// Why an update was refused. Nothing is swapped in when an update fails.
@@ -68,8 +79,6 @@ pub enum UpdateError {
     Stale { offered: u64, current: u64 },
     #[error("no snapshot is loaded yet; send a full snapshot first")]
     NoBase,
-    #[error("could not persist the update: {0}")]
-    Persist(#[from] std::io::Error),
     #[error("the snapshot writer has stopped")]
     Stopped,
 }
@@ -90,12 +99,17 @@ struct Command {
     reply_tx: oneshot::Sender<Result<Applied, UpdateError>>,
 }
 
+#[derive(Default)]
 struct Shared {
     current: ArcSwapOption<Snapshot>,
     /// When the current version was swapped in at this edge (Unix ms).
     applied_at_ms: AtomicI64,
     updates_applied: AtomicU64,
     updates_failed: AtomicU64,
+    persisted_version: AtomicU64,
+    persist_failures: AtomicU64,
+    persists: AtomicU64,
+    persist_us_total: AtomicU64,
 }
 
 /// Counters about updates, for metrics.
@@ -104,13 +118,31 @@ pub struct UpdateStats {
     pub applied_at_ms: i64,
     pub applied: u64,
     pub failed: u64,
+    /// The newest version on disk (0: none, or no data directory).
+    pub persisted_version: u64,
+    /// Writes to the data directory that failed (each healed by a new snapshot).
+    pub persist_failures: u64,
+    /// Persisting groups of updates: how many, and the time they took.
+    pub persists: u64,
+    pub persist_us_total: u64,
 }
 
 /// The current price table and the way to replace it.
 pub struct SnapshotStore {
     shared: Arc<Shared>,
-    commands_tx: mpsc::Sender<Command>,
+    commands_tx: Option<mpsc::Sender<Command>>,
+    writer_jh: Option<thread::JoinHandle<()>>,
     data_dir: Option<PathBuf>,
+}
+
+impl Drop for SnapshotStore {
+    /// Waits for the writer to persist what it has applied.
+    fn drop(&mut self) {
+        self.commands_tx.take();
+        if let Some(writer_jh) = self.writer_jh.take() {
+            let _ = writer_jh.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SnapshotStore {
@@ -124,15 +156,10 @@ impl std::fmt::Debug for SnapshotStore {
 
 impl SnapshotStore {
     /// Opens the store. With a data directory, the last persisted state is recovered
-    /// (before this returns) and every later update is persisted before it is
-    /// acknowledged.
+    /// (before this returns) and every later update is persisted right after it is
+    /// swapped in (see the module docs).
     pub fn open(data_dir: Option<PathBuf>) -> anyhow::Result<SnapshotStore> {
-        let shared = Arc::new(Shared {
-            current: ArcSwapOption::empty(),
-            applied_at_ms: AtomicI64::new(0),
-            updates_applied: AtomicU64::new(0),
-            updates_failed: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::default());
         let mut persistence = match &data_dir {
             Some(dir) => Some(Persistence::open(dir)?),
             None => None,
@@ -151,6 +178,9 @@ impl SnapshotStore {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "serving recovered snapshot"
                 );
+                shared
+                    .persisted_version
+                    .store(table.version(), Ordering::Relaxed);
                 shared.current.store(Some(Arc::new(table)));
                 shared.applied_at_ms.store(now_ms(), Ordering::Relaxed);
             }
@@ -159,15 +189,18 @@ impl SnapshotStore {
         let writer = Writer {
             shared: Arc::clone(&shared),
             persistence,
+            unpersisted: Vec::new(),
+            persist_broken: false,
             retired: Vec::new(),
             compaction: None,
         };
-        thread::Builder::new()
+        let writer_jh = thread::Builder::new()
             .name("snapshot-writer".into())
             .spawn(move || writer.run(commands_rx))?;
         Ok(SnapshotStore {
             shared,
-            commands_tx,
+            commands_tx: Some(commands_tx),
+            writer_jh: Some(writer_jh),
             data_dir,
         })
     }
@@ -189,32 +222,52 @@ impl SnapshotStore {
             applied_at_ms: self.shared.applied_at_ms.load(Ordering::Relaxed),
             applied: self.shared.updates_applied.load(Ordering::Relaxed),
             failed: self.shared.updates_failed.load(Ordering::Relaxed),
+            persisted_version: self.shared.persisted_version.load(Ordering::Relaxed),
+            persist_failures: self.shared.persist_failures.load(Ordering::Relaxed),
+            persists: self.shared.persists.load(Ordering::Relaxed),
+            persist_us_total: self.shared.persist_us_total.load(Ordering::Relaxed),
         }
     }
 
-    /// Sends an update to the writer; resolves once it is applied and durable, or
-    /// refused. Runtime-agnostic: works from any executor.
+    fn send(&self, command: Command) -> Result<(), UpdateError> {
+        self.commands_tx
+            .as_ref()
+            .ok_or(UpdateError::Stopped)?
+            .send(command)
+            .map_err(|_| UpdateError::Stopped)
+    }
+
+    /// Sends an update to the writer; resolves once it is served (persisted right
+    /// after, see the module docs), or refused. Runtime-agnostic: works from any
+    /// executor.
     pub async fn update(&self, update: Update) -> Result<Applied, UpdateError> {
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.commands_tx
-            .send(Command { update, reply_tx })
-            .map_err(|_| UpdateError::Stopped)?;
+        self.send(Command { update, reply_tx })?;
         reply_rx.await.map_err(|_| UpdateError::Stopped)?
     }
 
     /// [`Self::update`] for threads outside any async runtime.
     pub fn update_blocking(&self, update: Update) -> Result<Applied, UpdateError> {
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.commands_tx
-            .send(Command { update, reply_tx })
-            .map_err(|_| UpdateError::Stopped)?;
+        self.send(Command { update, reply_tx })?;
         reply_rx.blocking_recv().map_err(|_| UpdateError::Stopped)?
     }
+}
+
+/// An update served but not on disk yet.
+enum Unpersisted {
+    Full { version: u64, encoded: Bytes },
+    Delta { version: u64, encoded: Bytes },
 }
 
 struct Writer {
     shared: Arc<Shared>,
     persistence: Option<Persistence>,
+    /// Served, not yet persisted, oldest first.
+    unpersisted: Vec<Unpersisted>,
+    /// A write failed: the log has a gap, so nothing is appended until the current
+    /// version is written as a snapshot (a compaction).
+    persist_broken: bool,
     /// Replaced versions waiting for their last reader.
     retired: Vec<Arc<Snapshot>>,
     /// A compaction in progress: its version and where its result arrives.
@@ -228,19 +281,14 @@ impl Writer {
         lower_thread_priority(WRITER_NICE);
         loop {
             match commands_rx.recv_timeout(RECLAIM_INTERVAL) {
-                Ok(Command { update, reply_tx }) => {
-                    let result = self.apply(update);
-                    let counter = if result.is_ok() {
-                        &self.shared.updates_applied
-                    } else {
-                        &self.shared.updates_failed
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    if let Err(err) = &result {
-                        warn!(error = %err, "snapshot update refused");
+                Ok(command) => {
+                    self.handle(command);
+                    // What queued meanwhile is served too before the disk is paid for,
+                    // once for all of them.
+                    while let Ok(command) = commands_rx.try_recv() {
+                        self.handle(command);
                     }
-                    // The caller may have gone away (client disconnect); the update stands.
-                    let _ = reply_tx.send(result);
+                    self.persist();
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -251,6 +299,86 @@ impl Writer {
         // Let the last compaction land so restarts do not replay a huge log.
         if let Some((_, done_rx)) = self.compaction.take() {
             let _ = done_rx.recv();
+        }
+    }
+
+    fn handle(&mut self, Command { update, reply_tx }: Command) {
+        let result = self.apply(update);
+        let counter = if result.is_ok() {
+            &self.shared.updates_applied
+        } else {
+            &self.shared.updates_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Err(err) = &result {
+            warn!(error = %err, "snapshot update refused");
+        }
+        // The caller may have gone away (client disconnect); the update stands.
+        let _ = reply_tx.send(result);
+    }
+
+    /// Writes what was served since the last call: a full snapshot (the newest one
+    /// pending) and the deltas after it, with one fsync for the deltas.
+    fn persist(&mut self) {
+        let Some(p) = &mut self.persistence else {
+            self.unpersisted.clear();
+            return;
+        };
+        if self.unpersisted.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let pending = std::mem::take(&mut self.unpersisted);
+        let last_version = match pending.last() {
+            Some(Unpersisted::Full { version, .. } | Unpersisted::Delta { version, .. }) => {
+                *version
+            }
+            None => return,
+        };
+        let written = if self.persist_broken {
+            Err(std::io::Error::other(
+                "waiting for a snapshot after a failed write",
+            ))
+        } else {
+            let from_full = pending
+                .iter()
+                .rposition(|u| matches!(u, Unpersisted::Full { .. }));
+            let mut result = Ok(());
+            if let Some(Unpersisted::Full { version, encoded }) = from_full.map(|i| &pending[i]) {
+                // A full snapshot supersedes any compaction in flight.
+                self.compaction = None;
+                result = p.write_snapshot(*version, encoded);
+            }
+            let deltas: Vec<&[u8]> = pending[from_full.map_or(0, |i| i + 1)..]
+                .iter()
+                .filter_map(|u| match u {
+                    Unpersisted::Delta { encoded, .. } => Some(&encoded[..]),
+                    Unpersisted::Full { .. } => None,
+                })
+                .collect();
+            result.and_then(|()| p.append_deltas(&deltas))
+        };
+        match written {
+            Ok(()) => {
+                let shared = &self.shared;
+                shared
+                    .persisted_version
+                    .store(last_version, Ordering::Relaxed);
+                shared.persists.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .persist_us_total
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                self.maybe_compact(false);
+            }
+            Err(err) => {
+                if !self.persist_broken {
+                    error!(error = %err, version = last_version, "persisting served updates failed; the current version will be written as a snapshot");
+                    self.shared.persist_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                self.persist_broken = true;
+                // Heal: the current version as a new snapshot and a new log.
+                self.maybe_compact(true);
+            }
         }
     }
 
@@ -270,16 +398,16 @@ impl Writer {
                 // Read in place: no owned copy of the entries is made.
                 let view = codec::DeltaView::parse(&encoded)?;
                 let table = current.ok_or(UpdateError::NoBase)?.apply_view(&view)?;
-                self.commit_delta(table, started, Some(&encoded))
+                self.commit_delta(table, started, Some(encoded))
             }
             Update::DeltaData { data } => {
                 let current = current.ok_or(UpdateError::NoBase)?;
                 let encoded = self
                     .persistence
                     .is_some()
-                    .then(|| codec::encode_delta(&data));
+                    .then(|| Bytes::from(codec::encode_delta(&data)));
                 let table = current.apply(data)?;
-                self.commit_delta(table, started, encoded.as_deref())
+                self.commit_delta(table, started, encoded)
             }
         }
     }
@@ -306,50 +434,37 @@ impl Writer {
             (_, encoded) => encoded,
         };
         let table = Snapshot::build(data)?;
-        let built_us = started.elapsed().as_micros() as u64;
-        let persist_started = Instant::now();
-        if let (Some(p), Some(encoded)) = (&mut self.persistence, &encoded) {
-            // A full snapshot supersedes any compaction in flight.
-            self.compaction = None;
-            p.write_snapshot(version, encoded)?;
-        }
-        let persist_us = persist_started.elapsed().as_micros() as u64;
-        let swap_started = Instant::now();
         let entries = table.entry_count();
         self.swap(table);
+        if let (Some(_), Some(encoded)) = (&self.persistence, encoded) {
+            self.unpersisted
+                .push(Unpersisted::Full { version, encoded });
+        }
         info!(version, entries, "full snapshot applied");
         Ok(Applied {
             version,
             entries,
-            apply_us: built_us + swap_started.elapsed().as_micros() as u64,
-            persist_us,
+            apply_us: started.elapsed().as_micros() as u64,
         })
     }
 
-    /// Persists a built delta version, then swaps it in. When persisting fails the
-    /// version is dropped here and the current one stays.
+    /// Swaps a built delta version in; it is persisted by [`Self::persist`].
     fn commit_delta(
         &mut self,
         table: Snapshot,
         started: Instant,
-        encoded: Option<&[u8]>,
+        encoded: Option<Bytes>,
     ) -> Result<Applied, UpdateError> {
-        let built_us = started.elapsed().as_micros() as u64;
-        let persist_started = Instant::now();
-        if let (Some(p), Some(encoded)) = (&mut self.persistence, encoded) {
-            p.append_delta(encoded)?;
-        }
-        let persist_us = persist_started.elapsed().as_micros() as u64;
-        let swap_started = Instant::now();
         let (version, entries) = (table.version(), table.entry_count());
         self.swap(table);
-        let apply_us = built_us + swap_started.elapsed().as_micros() as u64;
-        self.maybe_compact();
+        if let (Some(_), Some(encoded)) = (&self.persistence, encoded) {
+            self.unpersisted
+                .push(Unpersisted::Delta { version, encoded });
+        }
         Ok(Applied {
             version,
             entries,
-            apply_us,
-            persist_us,
+            apply_us: started.elapsed().as_micros() as u64,
         })
     }
 
@@ -366,11 +481,14 @@ impl Writer {
             .retain(|snapshot| Arc::strong_count(snapshot) > 1);
     }
 
-    fn maybe_compact(&mut self) {
+    /// Starts a compaction when the log is large, or when `heal`ing after a failed
+    /// write. A compaction that starts while the log is broken heals it: later deltas go
+    /// to a new log that begins at the compacted version.
+    fn maybe_compact(&mut self, heal: bool) {
         let Some(p) = &mut self.persistence else {
             return;
         };
-        if self.compaction.is_some() || !p.wants_compaction() {
+        if self.compaction.is_some() || !(heal || p.wants_compaction()) {
             return;
         }
         let Some(snapshot) = self.shared.current.load_full() else {
@@ -396,7 +514,10 @@ impl Writer {
                 let _ = done_tx.send(Persistence::write_compacted(&dir, version, &encoded));
             });
         match spawned {
-            Ok(_) => self.compaction = Some((version, done_rx)),
+            Ok(_) => {
+                self.compaction = Some((version, done_rx));
+                self.persist_broken = false;
+            }
             Err(err) => error!(error = %err, "cannot start compaction"),
         }
     }
@@ -422,7 +543,10 @@ impl Writer {
         }) {
             Ok(()) => info!(version, "delta log compacted into a snapshot"),
             Err(err) => {
-                error!(version, error = %err, "compaction failed; the previous snapshot and logs are kept")
+                error!(version, error = %err, "compaction failed; the previous snapshot and logs are kept, and the next write compacts again");
+                // The chain may now have a gap (when the compaction was healing one).
+                self.persist_broken = true;
+                self.shared.persist_failures.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -526,6 +650,52 @@ mod tests {
         assert_eq!(price(&store), 1);
         assert_eq!(store.stats().applied, 3);
         assert_eq!(store.stats().failed, 3);
+    }
+
+    #[test]
+    fn a_failed_write_is_healed_by_a_snapshot_of_the_current_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = Writer {
+            shared: Arc::new(Shared::default()),
+            persistence: Some(Persistence::open(dir.path()).unwrap()),
+            unpersisted: Vec::new(),
+            persist_broken: false,
+            retired: Vec::new(),
+            compaction: None,
+        };
+        let update = |writer: &mut Writer, update: Update| {
+            let (reply_tx, reply_rx) = oneshot::channel();
+            writer.handle(Command { update, reply_tx });
+            reply_rx.blocking_recv().unwrap().unwrap();
+            writer.persist();
+        };
+        update(&mut writer, full(1, 10));
+        update(&mut writer, delta(1, 11));
+        assert_eq!(writer.shared.persisted_version.load(Ordering::Relaxed), 2);
+
+        writer
+            .persistence
+            .as_mut()
+            .unwrap()
+            .fail_log_writes_for_test()
+            .unwrap();
+        update(&mut writer, delta(2, 12));
+        assert_eq!(writer.shared.persist_failures.load(Ordering::Relaxed), 1);
+        assert_eq!(writer.shared.persisted_version.load(Ordering::Relaxed), 2);
+        // The healing compaction of version 3 runs; later deltas go to its new log.
+        assert_eq!(writer.compaction.as_ref().map(|c| c.0), Some(3));
+        update(&mut writer, delta(3, 13));
+        assert_eq!(writer.shared.persisted_version.load(Ordering::Relaxed), 4);
+        while writer.compaction.is_some() {
+            std::thread::sleep(Duration::from_millis(5));
+            writer.finish_compaction();
+        }
+        assert!(!writer.persist_broken);
+        drop(writer);
+
+        let store = SnapshotStore::open(Some(dir.path().into())).unwrap();
+        assert_eq!(store.load().as_ref().unwrap().version(), 4);
+        assert_eq!(price(&store), 13);
     }
 
     #[test]

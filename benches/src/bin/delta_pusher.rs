@@ -10,8 +10,9 @@
 //! `edgeprice_snapshot_version` gauge in `/metrics`; a `409 version_conflict` carries the
 //! current version, and the push is retried on it.
 //!
-//! Reports the edge's own `apply_us` (build and swap) and `persist_us`, the round trip
-//! seen from here, and how many deltas were applied, rejected or failed.
+//! Reports the edge's own `apply_us` (build and swap; the edge persists right after
+//! answering), the round trip seen from here, and how many deltas were applied,
+//! rejected or failed.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -92,8 +93,6 @@ struct Report {
     delta_bytes: usize,
     /// Build and swap time reported by the edge.
     apply_us: Summary,
-    /// Persistence time reported by the edge.
-    persist_us: Summary,
     /// Request to response, measured here.
     round_trip_us: Summary,
     /// Encoding time here, mostly before the pushes start (not the edge's cost).
@@ -105,8 +104,6 @@ struct Report {
 struct Applied {
     version: u64,
     apply_us: u64,
-    #[serde(default)]
-    persist_us: u64,
 }
 
 /// The edge's error body; `current_version` is set on conflicts.
@@ -150,8 +147,8 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let mut version = current_version(&mut client).await?;
     let first_version = version;
     let mut keys = KeyPicker::new(args);
-    let mut histograms = [(); 4].map(|()| new_histogram());
-    let [apply, persist, round_trip, encode] = &mut histograms;
+    let mut histograms = [(); 3].map(|()| new_histogram());
+    let [apply, round_trip, encode] = &mut histograms;
     let (mut applied, mut conflicts, mut errors, mut delta_bytes) = (0u64, 0u64, 0u64, 0usize);
     // Encoding 10k entries takes tens of milliseconds; done up front, it does not
     // compete with a load generator sharing this core during the measurement. The
@@ -200,7 +197,6 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
                     version = answer.version;
                     applied += 1;
                     record(apply, Duration::from_micros(answer.apply_us));
-                    record(persist, Duration::from_micros(answer.persist_us));
                     break;
                 }
                 Ok((StatusCode::CONFLICT, body)) => {
@@ -235,7 +231,6 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         entries_per_delta: args.entries,
         delta_bytes,
         apply_us: Summary::of(apply),
-        persist_us: Summary::of(persist),
         round_trip_us: Summary::of(round_trip),
         encode_us: Summary::of(encode),
     })
@@ -453,7 +448,6 @@ fn print_text(report: &Report) {
     );
     for (name, s) in [
         ("apply (edge)", &report.apply_us),
-        ("persist (edge)", &report.persist_us),
         ("round trip", &report.round_trip_us),
         ("encode (here)", &report.encode_us),
     ] {

@@ -22,9 +22,7 @@ fn publish_error(err: UpdateError) -> PublishError {
         }
         (_, Some(current_version)) => PublishError::VersionConflict { current_version },
         (UpdateError::NoBase, None) => PublishError::NoBase,
-        (UpdateError::Stopped | UpdateError::Persist(_), None) => {
-            PublishError::Unavailable(err.to_string())
-        }
+        (UpdateError::Stopped, None) => PublishError::Unavailable(err.to_string()),
         _ => PublishError::Rejected {
             status: 400,
             code: "rejected".into(),
