@@ -31,6 +31,7 @@ pub mod kafka;
 pub mod pipeline;
 pub mod publish;
 pub mod runtime;
+pub mod sqlite;
 pub mod store;
 
 /// The wall clock, Unix milliseconds.

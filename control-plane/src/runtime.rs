@@ -162,10 +162,19 @@ impl ControlPlane {
         // picked up by the batch it runs next.
         let wake_pending = Arc::new(AtomicBool::new(false));
         let wake_flag = Arc::clone(&wake_pending);
-        let ingestor = Ingestor::start(&config.data_dir, move |_seq| {
-            if !wake_flag.swap(true, Ordering::AcqRel) {
+        let ingest_board = Arc::clone(&board);
+        let ingestor = Ingestor::start(&config.data_dir, move |report| {
+            if report.max_seq.is_some() && !wake_flag.swap(true, Ordering::AcqRel) {
                 let _ = wake_tx.send(Command::Wake);
             }
+            ingest_board.record_stages(
+                now_ms(),
+                &[
+                    ("ingest_lock_wait", report.lock_wait_us),
+                    ("ingest_write", report.write_us),
+                    ("ingest_commit", report.commit_us),
+                ],
+            );
         })?;
         let tick = Duration::from_millis(config.tick_ms.max(1));
         let reevaluate_every = Duration::from_millis(config.reevaluate_ms.max(1));

@@ -142,9 +142,13 @@ pub struct PipelineMetrics {
     /// Accepted events not processed yet.
     pub backlog: u64,
     pub dead_letters_total: u64,
-    /// p99 of each stage over the last minute, microseconds (`ingest`, `decide`,
-    /// `commit`, `publish`, `batch`).
+    /// p99 of each stage over the last minute, microseconds (`read`, `decide`,
+    /// `commit`, `publish`, `batch` per pipeline batch; `ingest_lock_wait`,
+    /// `ingest_write`, `ingest_commit` per ingest group commit).
     pub stage_p99_us: BTreeMap<String, u64>,
+    /// The slowest of each stage over the last minute, microseconds: the stalls a p99
+    /// hides.
+    pub stage_max_us: BTreeMap<String, u64>,
     /// Per feed: age of the newest event processed when it was processed, ms (how far
     /// behind the feed the prices are).
     pub feed_lag_ms: BTreeMap<String, i64>,

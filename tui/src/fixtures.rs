@@ -88,6 +88,10 @@ pub fn metrics(i: i64) -> Metrics {
             decisions_per_s: 150.0 + wave(6, 40.0),
             backlog: (12.0 + wave(5, 10.0)).max(0.0) as u64,
             dead_letters_total: 3,
+            stage_max_us: stage_p99_us
+                .iter()
+                .map(|(s, us)| (s.clone(), us * 3))
+                .collect(),
             stage_p99_us,
             feed_lag_ms,
             version: 5_120 + i as u64,

@@ -250,6 +250,18 @@ impl Board {
         }
     }
 
+    /// Records stage timings (µs) measured outside a batch (the ingest writer's).
+    pub fn record_stages(&self, at_ms: i64, stages_us: &[(&'static str, u64)]) {
+        let mut inner = self.write();
+        inner
+            .stages
+            .extend(stages_us.iter().map(|&(stage, us)| (at_ms, stage, us)));
+        let horizon = at_ms - WINDOW_MS;
+        while inner.stages.front().is_some_and(|s| s.0 < horizon) {
+            inner.stages.pop_front();
+        }
+    }
+
     /// The snapshot version last published.
     pub fn set_version(&self, version: u64) {
         self.write().version = version;
@@ -405,14 +417,14 @@ impl Board {
                     .push(*micros);
             }
         }
-        let stage_p99_us = by_stage
-            .into_iter()
-            .map(|(stage, mut samples)| {
-                samples.sort_unstable();
-                let index = (samples.len() * 99).div_ceil(100).saturating_sub(1);
-                (stage, samples[index])
-            })
-            .collect();
+        let mut stage_p99_us = BTreeMap::new();
+        let mut stage_max_us = BTreeMap::new();
+        for (stage, mut samples) in by_stage {
+            samples.sort_unstable();
+            let index = (samples.len() * 99).div_ceil(100).saturating_sub(1);
+            stage_p99_us.insert(stage.clone(), samples[index]);
+            stage_max_us.insert(stage, samples[samples.len() - 1]);
+        }
         PipelineMetrics {
             paused: inner.controls.pipeline_paused(),
             events_total: inner.events_total,
@@ -422,6 +434,7 @@ impl Board {
             backlog: 0,
             dead_letters_total: 0,
             stage_p99_us,
+            stage_max_us,
             feed_lag_ms: inner.feed_lag_ms.clone(),
             version: inner.version,
         }

@@ -53,6 +53,7 @@ use super::events::CheckoutEvent;
 use super::stats::{LedgerCounters, SagaState};
 use super::{new_id, now_ms, CheckoutError, StoredResponse};
 use crate::feeds::{parse_event, FeedEvent, FeedKind, InventoryKind};
+use crate::sqlite::WalCheckpointer;
 
 /// File name of the ledger inside the control plane's data directory.
 pub const DB_FILE: &str = "checkout.db";
@@ -158,9 +159,11 @@ CREATE TABLE IF NOT EXISTS meta (
 pub fn open(data_dir: &Path) -> Result<Connection, CheckoutError> {
     std::fs::create_dir_all(data_dir).map_err(|e| CheckoutError::Storage(e.to_string()))?;
     let conn = Connection::open(data_dir.join(DB_FILE))?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_handler(Some(crate::sqlite::retry_soon))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Checkpointed by the ledger's `WalCheckpointer`, never inside a group commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "cache_size", -65_536)?;
     conn.execute_batch(SCHEMA)?;
     Ok(conn)
@@ -477,6 +480,8 @@ struct LedgerInner {
     published: Arc<Mutex<Published>>,
     reader: Mutex<Connection>,
     outbox_wake: Arc<tokio::sync::Notify>,
+    /// Dropped after the writer stopped (fields drop after `drop` ran).
+    _checkpointer: WalCheckpointer,
 }
 
 impl Drop for LedgerInner {
@@ -502,6 +507,8 @@ impl Ledger {
     pub fn start(config: LedgerConfig) -> Result<Ledger, CheckoutError> {
         let conn = open(&config.data_dir)?;
         let reader = open(&config.data_dir)?;
+        let checkpointer = WalCheckpointer::start(open(&config.data_dir)?, "checkout")
+            .map_err(|e| CheckoutError::Storage(e.to_string()))?;
         let published = Arc::new(Mutex::new(Published::default()));
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
         let mut writer = Writer {
@@ -528,6 +535,7 @@ impl Ledger {
                 published,
                 reader: Mutex::new(reader),
                 outbox_wake,
+                _checkpointer: checkpointer,
             }),
         })
     }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use edgeprice_pricing::{Currency, Sku};
 use rusqlite::Connection;
@@ -23,9 +23,26 @@ use tracing::{debug, warn};
 
 use super::{EventLog, StoreError};
 use crate::feeds::{parse_event, FeedError, FeedEvent, FeedKind};
+use crate::sqlite::WalCheckpointer;
 
 /// Most events written in one transaction.
 pub const MAX_GROUP_EVENTS: usize = 8_192;
+
+/// What one group commit did: the pipeline's wake-up and the ingest timings in the
+/// admin metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupReport {
+    /// The highest `seq` accepted in the group (none: nothing new to process).
+    pub max_seq: Option<i64>,
+    /// Events in the group.
+    pub events: usize,
+    /// Waiting for the database's write lock, µs.
+    pub lock_wait_us: u64,
+    /// Validating and writing the events, µs.
+    pub write_us: u64,
+    /// The commit (its fsync), µs.
+    pub commit_us: u64,
+}
 
 /// One raw event as a producer sent it.
 #[derive(Debug, Clone)]
@@ -56,17 +73,25 @@ struct Request {
 pub struct Ingestor {
     requests_tx: Option<mpsc::Sender<Request>>,
     writer_jh: Option<JoinHandle<()>>,
+    /// The database's WAL checkpoints: the ingestor runs in every process that writes
+    /// `control.db`, and no connection checkpoints on commit.
+    _checkpointer: WalCheckpointer,
 }
 
 impl Ingestor {
     /// Opens the database in `data_dir` and starts the writer. `on_commit` is called
-    /// after each commit that accepted events, with the highest accepted `seq`, so the
-    /// pipeline can be woken.
+    /// after each commit, before the submitters are answered, so the pipeline can be
+    /// woken when the group accepted events.
     pub fn start(
         data_dir: &Path,
-        on_commit: impl Fn(i64) + Send + 'static,
+        on_commit: impl Fn(&GroupReport) + Send + 'static,
     ) -> Result<Ingestor, StoreError> {
         let conn = super::open(data_dir)?;
+        let checkpointer = WalCheckpointer::start_on(&data_dir.join(super::DB_FILE), "control")
+            .map_err(|source| StoreError::DataDir {
+                path: data_dir.to_owned(),
+                source,
+            })?;
         let known = EventLog::catalog_currencies(&conn)?;
         let (requests_tx, requests_rx) = mpsc::channel();
         let writer = Writer { conn, known };
@@ -80,6 +105,7 @@ impl Ingestor {
         Ok(Ingestor {
             requests_tx: Some(requests_tx),
             writer_jh: Some(writer_jh),
+            _checkpointer: checkpointer,
         })
     }
 
@@ -134,7 +160,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, requests_rx: mpsc::Receiver<Request>, on_commit: impl Fn(i64)) {
+    fn run(mut self, requests_rx: mpsc::Receiver<Request>, on_commit: impl Fn(&GroupReport)) {
         while let Ok(first) = requests_rx.recv() {
             let mut group = vec![first];
             let mut events = group[0].submissions.len();
@@ -148,13 +174,11 @@ impl Writer {
                 }
             }
             match self.write_group(&group) {
-                Ok((outcomes, max_seq)) => {
+                Ok((outcomes, report)) => {
                     debug!(requests = group.len(), events, "ingest group committed");
                     // Wake the pipeline before acknowledging: it starts sooner, and a
                     // producer that sees its ack can rely on the wake-up having happened.
-                    if let Some(seq) = max_seq {
-                        on_commit(seq);
-                    }
+                    on_commit(&report);
                     for (request, outcomes) in group.into_iter().zip(outcomes) {
                         let _ = request.reply_tx.send(Ok(outcomes));
                     }
@@ -178,18 +202,23 @@ impl Writer {
     fn write_group(
         &mut self,
         group: &[Request],
-    ) -> Result<(Vec<Vec<Outcome>>, Option<i64>), StoreError> {
+    ) -> Result<(Vec<Vec<Outcome>>, GroupReport), StoreError> {
         let now_ms = now_ms();
+        let locking = Instant::now();
         // IMMEDIATE: take the write lock up front. A deferred transaction that reads
         // (the dedup check) and then writes fails with SQLITE_BUSY at once, without
         // waiting, when the pipeline committed in between.
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let lock_wait_us = locking.elapsed().as_micros() as u64;
+        let writing = Instant::now();
+        let mut events = 0;
         let mut max_seq = None;
         let mut all = Vec::with_capacity(group.len());
         for request in group {
             let mut outcomes = Vec::with_capacity(request.submissions.len());
+            events += request.submissions.len();
             for submission in &request.submissions {
                 let outcome = match parse_event(submission.feed, &submission.body)
                     .and_then(|event| check_known(&self.known, event))
@@ -227,8 +256,19 @@ impl Writer {
             }
             all.push(outcomes);
         }
+        let write_us = writing.elapsed().as_micros() as u64;
+        let committing = Instant::now();
         tx.commit()?;
-        Ok((all, max_seq))
+        Ok((
+            all,
+            GroupReport {
+                max_seq,
+                events,
+                lock_wait_us,
+                write_us,
+                commit_us: committing.elapsed().as_micros() as u64,
+            },
+        ))
     }
 }
 
@@ -286,8 +326,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let last_commit = Arc::new(AtomicI64::new(0));
         let seen = last_commit.clone();
-        let ingestor =
-            Ingestor::start(dir.path(), move |seq| seen.store(seq, Ordering::SeqCst)).unwrap();
+        let ingestor = Ingestor::start(dir.path(), move |report| {
+            if let Some(seq) = report.max_seq {
+                seen.store(seq, Ordering::SeqCst)
+            }
+        })
+        .unwrap();
         let outcomes = ingestor
             .ingest_blocking(vec![
                 catalog("c1", "A-1"),

@@ -27,7 +27,7 @@ mod ingest;
 mod state;
 
 pub use events::{DeadLetter, EventLog, StoredEvent};
-pub use ingest::{Ingestor, Outcome, Submission};
+pub use ingest::{GroupReport, Ingestor, Outcome, Submission};
 pub use state::{
     CostPoint, DemandBucket, HeldCost, PendingSuggestion, PromotionState, ScheduledCost, SkuState,
 };
@@ -125,10 +125,12 @@ pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
         source,
     })?;
     let conn = Connection::open(data_dir.join(DB_FILE))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_handler(Some(crate::sqlite::retry_soon))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a commit is on disk before it returns; group commit pays for the fsync.
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Checkpointed by the ingestor's `WalCheckpointer`, never by a commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     // 64 MiB of page cache per connection: SKU states are rewritten every batch, and
     // re-reading their pages from the OS cost more than the writes.
     conn.pragma_update(None, "cache_size", -65_536)?;
