@@ -16,6 +16,12 @@
 //! Run: `cargo run --release -p edgeprice-bench --bin feed_latency` (release build of
 //! the whole chain; options after `--`). Acceptance (issue 3): p99 ≤ 50 ms at 20,000
 //! events/s.
+//!
+//! Several runs in a row: give each its own `--data-dir` (kept) and delete them all
+//! afterwards. On a filesystem mounted with online `discard` (this VM's ext4 is),
+//! deleting the previous run's few hundred megabytes issues TRIMs that every fsync
+//! queues behind for seconds: runs right after a cleanup showed 400–800 ms commit
+//! stalls (and p99s of 200–700 ms) that runs into kept directories never did.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -70,6 +76,10 @@ struct Args {
     /// Data directory (default: a fresh one under the system temp dir, removed after).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Run the edge without a data directory (no delta log, no compactions): shows
+    /// what the edge's persistence costs.
+    #[arg(long)]
+    edge_in_memory: bool,
 }
 
 fn now_ms() -> i64 {
@@ -151,7 +161,9 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&data_dir);
 
     // Embedded mode, as `edgeprice up` wires it.
-    let edge = Arc::new(SnapshotStore::open(Some(data_dir.join("edge")))?);
+    let edge = Arc::new(SnapshotStore::open(
+        (!args.edge_in_memory).then(|| data_dir.join("edge")),
+    )?);
     let control = ControlPlane::start(
         RuntimeConfig {
             data_dir: data_dir.join("control"),
@@ -401,6 +413,19 @@ fn main() -> anyhow::Result<()> {
         "  event-to-edge-visible, ms ({} of {sent_probes} probes; {unseen} not visible after 5 s): p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
         visible.count, visible.p50_us / 1e3, visible.p90_us / 1e3, visible.p99_us / 1e3, visible.p999_us / 1e3, visible.max_us / 1e3
     );
+    let metrics = control
+        .handle(Vec::new())
+        .board()
+        .pipeline_metrics(now_ms());
+    println!("  stages over the last minute, ms (p99 / max):");
+    for (stage, p99) in &metrics.stage_p99_us {
+        let max = metrics.stage_max_us.get(stage).copied().unwrap_or(0);
+        println!(
+            "    {stage:<18} {:>6.1} / {:>6.1}",
+            *p99 as f64 / 1e3,
+            max as f64 / 1e3
+        );
+    }
     drop(ingest);
     drop(control);
     drop(edge);
