@@ -413,9 +413,10 @@ enum Command {
         begin: Box<BeginSaga>,
         reply_tx: Reply<BeginOutcome>,
     },
+    /// Transitions applied in order in one transaction, stopping at the first refused.
     Advance {
         saga_id: String,
-        transition: Transition,
+        transitions: Vec<Transition>,
         reply_tx: Reply<()>,
     },
     Sweep {
@@ -607,10 +608,21 @@ impl Ledger {
         saga_id: &str,
         transition: Transition,
     ) -> Result<(), CheckoutError> {
+        self.advance_all(saga_id, vec![transition]).await
+    }
+
+    /// Applies and logs saga transitions in order with one durable commit. If one is
+    /// refused, those before it stand (as after a crash between them) and the error
+    /// is returned.
+    pub async fn advance_all(
+        &self,
+        saga_id: &str,
+        transitions: Vec<Transition>,
+    ) -> Result<(), CheckoutError> {
         let saga_id = saga_id.to_owned();
         self.call(|reply_tx| Command::Advance {
             saga_id,
-            transition,
+            transitions,
             reply_tx,
         })
         .await
@@ -1792,10 +1804,16 @@ fn apply(
         }
         Command::Advance {
             saga_id,
-            transition,
+            transitions,
             reply_tx,
         } => {
-            let result = advance(tx, view, &saga_id, transition, now)?;
+            let mut result = Ok(());
+            for transition in transitions {
+                result = advance(tx, view, &saga_id, transition, now)?;
+                if result.is_err() {
+                    break;
+                }
+            }
             Ok((finish(reply_tx, result), true))
         }
         Command::Sweep { now_ms, reply_tx } => {

