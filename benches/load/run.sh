@@ -140,6 +140,21 @@ cpu_us() {
 }
 
 # Sum of VmRSS of the given pids, in MiB (one decimal).
+# Busy and total jiffies of core $1 so far (busy: all but idle and iowait).
+core_ticks() {
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+# How busy (%) a core was between two core_ticks readings.
+busy_pct() {
+    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2];
+        printf "%d", (d > 0 ? (y[1] - x[1]) * 100 / d : 0) }'
+}
+
+# A load generator whose core is nearly always busy cannot keep its schedule: the
+# latencies it reports are then its own queueing as much as the server's.
+GEN_BUSY_LIMIT=85
+
 rss_mib() {
     local kib=0 pid
     for pid in "$@"; do
@@ -191,10 +206,16 @@ measure_http() {
     log "$name: ${SAT_RPS[$name]} req/s; fixed rate $rate req/s (loadgen ${DURATION}s)"
     # shellcheck disable=SC2086
     cpu_before=$(cpu_us $pids)
+    local gen_before gen_busy
+    gen_before=$(core_ticks "$LOAD_CPU")
     out=$(taskset -c "$LOAD_CPU" "$BIN/loadgen" --url "$url" --rate "$rate" \
         --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --json "${loadgen_args[@]}")
     # shellcheck disable=SC2086
     cpu_after=$(cpu_us $pids)
+    gen_busy=$(busy_pct "$gen_before" "$(core_ticks "$LOAD_CPU")")
+    if ((gen_busy > GEN_BUSY_LIMIT)); then
+        NOTE[$name]="${NOTE[$name]:-} load generator's core ${gen_busy}% busy: the fixed-rate latencies are partly its own"
+    fi
     echo "$out" >"$WORK/$name.loadgen.json"
     FIX_RATE[$name]=$rate
     FIX_RPS[$name]=$(jq -r '.achieved_rps' <<<"$out")
@@ -295,11 +316,13 @@ until [[ -e $WORK/delta.ready ]]; do
     sleep 0.1
 done
 DELTA_CPU_BEFORE=$(cpu_us "$EDGE_PID")
+DELTA_GEN_BEFORE=$(core_ticks "$LOAD_CPU")
 taskset -c "$LOAD_CPU" "$BIN/loadgen" --url "http://127.0.0.1:$EDGE_PORT/" --paths-file "$WORK/paths.txt" \
     --rate "$DELTA_RATE" --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" \
     --json >"$WORK/delta.loadgen.json"
 wait "$PUSHER_PID" || { cat "$WORK/delta.log" >&2; die "delta_pusher failed"; }
 DELTA_CPU_AFTER=$(cpu_us "$EDGE_PID")
+DELTA_GEN_BUSY=$(busy_pct "$DELTA_GEN_BEFORE" "$(core_ticks "$LOAD_CPU")")
 DELTA_RSS=$(rss_mib "$EDGE_PID")
 # The edge persists after it answers: how far its disk got, in how many fsync groups.
 DELTA_PERSIST=$(curl -fsS "http://127.0.0.1:$EDGE_PORT/metrics" | awk '
@@ -421,6 +444,7 @@ delta_section() {
     echo "| round trip µs p50 / p99 / max | $(jq -r '.round_trip_us | "\(.p50_us) / \(.p99_us) / \(.max_us)"' "$d") |"
     echo "| edge CPU µs per GET, deltas included | $(awk -v c=$((DELTA_CPU_AFTER - DELTA_CPU_BEFORE)) -v n="$total" 'BEGIN { printf "%.1f", c / n }') |"
     echo "| edge RSS after | ${DELTA_RSS} MiB |"
+    echo "| load generator's core busy (loadgen and delta_pusher) | ${DELTA_GEN_BUSY}%$( ((DELTA_GEN_BUSY > GEN_BUSY_LIMIT)) && echo ": above ${GEN_BUSY_LIMIT}%, the GET latencies are partly the generator's") |"
 }
 
 MODEL=$(lscpu | awk -F: '/^Model name/ { gsub(/^ +/, "", $2); print $2; exit }')
