@@ -1549,6 +1549,29 @@ fn outbox(tx: &Transaction<'_>, event: &CheckoutEvent) -> Result<(), CheckoutErr
     Ok(())
 }
 
+/// Logs a saga step and queues its event: what every transition records.
+fn log_and_emit(
+    tx: &Transaction<'_>,
+    view: &mut View,
+    (saga_id, now): (&str, i64),
+    (step, outcome, detail): (&str, &str, serde_json::Value),
+    (kind, event_detail): (&str, serde_json::Value),
+) -> Result<(), CheckoutError> {
+    log_step(tx, view, saga_id, step, outcome, &detail, now)?;
+    outbox(tx, &CheckoutEvent::new(kind, saga_id, event_detail, now))
+}
+
+/// Keeps the answer a saga gives from now on (idempotent replays get it).
+fn store_response(
+    tx: &Transaction<'_>,
+    saga_id: &str,
+    response: &StoredResponse,
+) -> Result<(), CheckoutError> {
+    tx.prepare_cached("UPDATE sagas SET response_status = ?2, response_body = ?3 WHERE id = ?1")?
+        .execute(params![saga_id, response.status, response.body])?;
+    Ok(())
+}
+
 fn log_step(
     tx: &Transaction<'_>,
     view: &mut View,
@@ -2023,22 +2046,18 @@ fn begin_saga(
                 *count = count.saturating_sub(1);
             }
             *view.saga_states.entry(SagaState::Reserved).or_default() += 1;
-            log_step(
+            log_and_emit(
                 tx,
                 view,
-                &saga_id,
-                "reserve",
-                "ok",
-                &serde_json::json!({"hold_id": hold.id, "lines": hold.lines, "expires_at_ms": hold.expires_at_ms, "coupons": begin.coupons.iter().map(|c| &c.code).collect::<Vec<_>>(), "purchase_tokens": begin.purchase_tokens}),
-                now,
-            )?;
-            outbox(
-                tx,
-                &CheckoutEvent::new(
+                (&saga_id, now),
+                (
+                    "reserve",
+                    "ok",
+                    serde_json::json!({"hold_id": hold.id, "lines": hold.lines, "expires_at_ms": hold.expires_at_ms, "coupons": begin.coupons.iter().map(|c| &c.code).collect::<Vec<_>>(), "purchase_tokens": begin.purchase_tokens}),
+                ),
+                (
                     "checkout.reserved",
-                    &saga_id,
                     serde_json::json!({"saga_id": saga_id, "hold_id": hold.id, "lines": hold.lines, "customer_id": begin.customer, "total_minor": begin.total_minor, "currency": begin.currency}),
-                    now,
                 ),
             )?;
             Ok((Ok(BeginOutcome::Started { saga_id, hold }), true))
@@ -2133,8 +2152,12 @@ fn advance(
     let Some((state, hold_id, order_id, customer)) = saga_state(tx, saga_id)? else {
         return Ok(Err(CheckoutError::UnknownSaga(saga_id.to_owned())));
     };
-    let event =
-        |kind: &str, detail: serde_json::Value| CheckoutEvent::new(kind, saga_id, detail, now);
+    let wrong_state = || {
+        Ok(Err(CheckoutError::WrongState {
+            saga: saga_id.to_owned(),
+            state,
+        }))
+    };
     match transition {
         Transition::Note {
             step,
@@ -2148,26 +2171,21 @@ fn advance(
             amount_minor,
         } => {
             if state != SagaState::Reserved {
-                return Ok(Err(CheckoutError::WrongState {
-                    saga: saga_id.to_owned(),
-                    state,
-                }));
+                return wrong_state();
             }
             tx.prepare_cached("UPDATE sagas SET payment_id = ?2 WHERE id = ?1")?
                 .execute(params![saga_id, payment_id])?;
             set_state(tx, view, saga_id, state, SagaState::Paid, now)?;
-            log_step(
+            log_and_emit(
                 tx,
                 view,
-                saga_id,
-                "pay",
-                "ok",
-                &serde_json::json!({"payment_id": payment_id, "amount_minor": amount_minor}),
-                now,
-            )?;
-            outbox(
-                tx,
-                &event(
+                (saga_id, now),
+                (
+                    "pay",
+                    "ok",
+                    serde_json::json!({"payment_id": payment_id, "amount_minor": amount_minor}),
+                ),
+                (
                     "checkout.paid",
                     serde_json::json!({"saga_id": saga_id, "payment_id": payment_id, "amount_minor": amount_minor}),
                 ),
@@ -2175,10 +2193,7 @@ fn advance(
         }
         Transition::OrderCreated { order_id } => {
             if state != SagaState::Paid {
-                return Ok(Err(CheckoutError::WrongState {
-                    saga: saga_id.to_owned(),
-                    state,
-                }));
+                return wrong_state();
             }
             let (quote, total, currency, payment_id): (String, i64, String, Option<String>) = tx
                 .prepare_cached(
@@ -2206,18 +2221,16 @@ fn advance(
                 .execute(params![saga_id, order_id])?;
             view.orders += 1;
             set_state(tx, view, saga_id, state, SagaState::Ordered, now)?;
-            log_step(
+            log_and_emit(
                 tx,
                 view,
-                saga_id,
-                "create_order",
-                "ok",
-                &serde_json::json!({"order_id": order_id}),
-                now,
-            )?;
-            outbox(
-                tx,
-                &event(
+                (saga_id, now),
+                (
+                    "create_order",
+                    "ok",
+                    serde_json::json!({"order_id": order_id}),
+                ),
+                (
                     "order.created",
                     serde_json::json!({"saga_id": saga_id, "order_id": order_id, "total_minor": total, "currency": currency, "customer_id": customer}),
                 ),
@@ -2225,10 +2238,7 @@ fn advance(
         }
         Transition::Confirmed { response } => {
             if state != SagaState::Ordered {
-                return Ok(Err(CheckoutError::WrongState {
-                    saga: saga_id.to_owned(),
-                    state,
-                }));
+                return wrong_state();
             }
             let order_id = order_id.unwrap_or_default();
             let hold_id = hold_id.unwrap_or_default();
@@ -2290,23 +2300,18 @@ fn advance(
                 "UPDATE orders SET status = 'confirmed', updated_at_ms = ?2 WHERE id = ?1",
             )?
             .execute(params![order_id, now])?;
-            tx.prepare_cached(
-                "UPDATE sagas SET response_status = ?2, response_body = ?3 WHERE id = ?1",
-            )?
-            .execute(params![saga_id, response.status, response.body])?;
+            store_response(tx, saga_id, &response)?;
             set_state(tx, view, saga_id, state, SagaState::Confirmed, now)?;
-            log_step(
+            log_and_emit(
                 tx,
                 view,
-                saga_id,
-                "confirm_inventory",
-                "ok",
-                &serde_json::json!({"order_id": order_id, "lines": lines}),
-                now,
-            )?;
-            outbox(
-                tx,
-                &event(
+                (saga_id, now),
+                (
+                    "confirm_inventory",
+                    "ok",
+                    serde_json::json!({"order_id": order_id, "lines": lines}),
+                ),
+                (
                     "order.confirmed",
                     serde_json::json!({"saga_id": saga_id, "order_id": order_id, "lines": lines}),
                 ),
@@ -2314,28 +2319,20 @@ fn advance(
         }
         Transition::Completed { response } => {
             if state != SagaState::Confirmed {
-                return Ok(Err(CheckoutError::WrongState {
-                    saga: saga_id.to_owned(),
-                    state,
-                }));
+                return wrong_state();
             }
-            tx.prepare_cached(
-                "UPDATE sagas SET response_status = ?2, response_body = ?3 WHERE id = ?1",
-            )?
-            .execute(params![saga_id, response.status, response.body])?;
+            store_response(tx, saga_id, &response)?;
             set_state(tx, view, saga_id, state, SagaState::Completed, now)?;
-            log_step(
+            log_and_emit(
                 tx,
                 view,
-                saga_id,
-                "notify",
-                "ok",
-                &serde_json::json!({"sales_events": "durable"}),
-                now,
-            )?;
-            outbox(
-                tx,
-                &event(
+                (saga_id, now),
+                (
+                    "notify",
+                    "ok",
+                    serde_json::json!({"sales_events": "durable"}),
+                ),
+                (
                     "checkout.completed",
                     serde_json::json!({"saga_id": saga_id, "order_id": order_id}),
                 ),
@@ -2344,28 +2341,23 @@ fn advance(
         }
         Transition::Compensating { code, detail } => {
             if matches!(state, SagaState::Completed | SagaState::Failed) {
-                return Ok(Err(CheckoutError::WrongState {
-                    saga: saga_id.to_owned(),
-                    state,
-                }));
+                return wrong_state();
             }
             tx.prepare_cached(
                 "UPDATE sagas SET error_code = COALESCE(error_code, ?2) WHERE id = ?1",
             )?
             .execute(params![saga_id, code])?;
             set_state(tx, view, saga_id, state, SagaState::Compensating, now)?;
-            log_step(
+            log_and_emit(
                 tx,
                 view,
-                saga_id,
-                "compensate",
-                "started",
-                &serde_json::json!({"code": code, "from": state.as_str(), "detail": detail}),
-                now,
-            )?;
-            outbox(
-                tx,
-                &event(
+                (saga_id, now),
+                (
+                    "compensate",
+                    "started",
+                    serde_json::json!({"code": code, "from": state.as_str(), "detail": detail}),
+                ),
+                (
                     "checkout.compensating",
                     serde_json::json!({"saga_id": saga_id, "code": code, "from": state.as_str()}),
                 ),
@@ -2378,36 +2370,28 @@ fn advance(
                 )?
                 .execute(params![order_id, now])?;
             }
-            log_step(
+            log_and_emit(
                 tx,
                 view,
-                saga_id,
-                "cancel_order",
-                "ok",
-                &serde_json::json!({"order_id": order_id}),
-                now,
-            )?;
-            outbox(
-                tx,
-                &event(
+                (saga_id, now),
+                (
+                    "cancel_order",
+                    "ok",
+                    serde_json::json!({"order_id": order_id}),
+                ),
+                (
                     "order.cancelled",
                     serde_json::json!({"saga_id": saga_id, "order_id": order_id}),
                 ),
             )?;
         }
         Transition::Refunded { refund_id } => {
-            log_step(
+            log_and_emit(
                 tx,
                 view,
-                saga_id,
-                "refund",
-                "ok",
-                &serde_json::json!({"refund_id": refund_id}),
-                now,
-            )?;
-            outbox(
-                tx,
-                &event(
+                (saga_id, now),
+                ("refund", "ok", serde_json::json!({"refund_id": refund_id})),
+                (
                     "payment.refunded",
                     serde_json::json!({"saga_id": saga_id, "refund_id": refund_id}),
                 ),
@@ -2418,18 +2402,12 @@ fn advance(
                 close_hold(tx, view, hold_id, "released", now)?;
             }
             release_coupons(tx, view, saga_id, now)?;
-            log_step(
+            log_and_emit(
                 tx,
                 view,
-                saga_id,
-                "release",
-                "ok",
-                &serde_json::json!({"hold_id": hold_id}),
-                now,
-            )?;
-            outbox(
-                tx,
-                &event(
+                (saga_id, now),
+                ("release", "ok", serde_json::json!({"hold_id": hold_id})),
+                (
                     "reservation.released",
                     serde_json::json!({"saga_id": saga_id, "hold_id": hold_id}),
                 ),
@@ -2437,28 +2415,20 @@ fn advance(
         }
         Transition::Failed { response } => {
             if state == SagaState::Completed {
-                return Ok(Err(CheckoutError::WrongState {
-                    saga: saga_id.to_owned(),
-                    state,
-                }));
+                return wrong_state();
             }
-            tx.prepare_cached(
-                "UPDATE sagas SET response_status = ?2, response_body = ?3 WHERE id = ?1",
-            )?
-            .execute(params![saga_id, response.status, response.body])?;
+            store_response(tx, saga_id, &response)?;
             set_state(tx, view, saga_id, state, SagaState::Failed, now)?;
-            log_step(
+            log_and_emit(
                 tx,
                 view,
-                saga_id,
-                "finish",
-                "failed",
-                &serde_json::json!({"status": response.status}),
-                now,
-            )?;
-            outbox(
-                tx,
-                &event(
+                (saga_id, now),
+                (
+                    "finish",
+                    "failed",
+                    serde_json::json!({"status": response.status}),
+                ),
+                (
                     "checkout.failed",
                     serde_json::json!({"saga_id": saga_id, "status": response.status}),
                 ),
