@@ -834,16 +834,14 @@ fn render_skus(app: &App, frame: &mut Frame, area: Rect) {
             Constraint::Min(5),
         ]
     };
-    let title_hint = if app.is_read_only() {
-        " Enter detail · s sort · S reverse "
-    } else {
-        " Enter detail · o override · f freeze · s sort "
-    };
     let widget = Table::new(rows, widths)
         .header(Row::new(header).style(Style::new().bold()))
-        .block(
-            block.title_bottom(Line::from(Span::styled(title_hint, theme().dim)).right_aligned()),
-        )
+        .block(with_key_hint(
+            block,
+            app,
+            " Enter detail · s sort · S reverse ",
+            " Enter detail · o override · f freeze · s sort ",
+        ))
         .row_highlight_style(theme().highlight.bold())
         .highlight_symbol("›");
     let mut state = TableState::default().with_selected(Some(table.selected));
@@ -909,16 +907,11 @@ fn render_detail(app: &App, frame: &mut Frame, area: Rect) {
         }
         _ => detail.sku.clone(),
     };
-    let mut block = panel(&title).title_bottom(
-        Line::from(Span::styled(
-            if app.is_read_only() {
-                " Esc back · ↑↓ scroll "
-            } else {
-                " Esc back · o override · f freeze · ↑↓ scroll "
-            },
-            theme().dim,
-        ))
-        .right_aligned(),
+    let mut block = with_key_hint(
+        panel(&title),
+        app,
+        " Esc back · ↑↓ scroll ",
+        " Esc back · o override · f freeze · ↑↓ scroll ",
     );
     if let Some(error) = &detail.error {
         block = block.title(Span::styled(
@@ -1154,28 +1147,30 @@ fn render_switches(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_stateful_widget(widget, table_area, &mut state);
 }
 
+/// A panel's key hint on its bottom border, the read-only one or the full one.
+fn with_key_hint<'a>(block: Block<'a>, app: &App, read_only: &'a str, full: &'a str) -> Block<'a> {
+    let hint = if app.is_read_only() { read_only } else { full };
+    block.title_bottom(Line::from(Span::styled(hint, theme().dim)).right_aligned())
+}
+
+/// A panel with nothing to list: its border and one dim line.
+fn render_empty(frame: &mut Frame, area: Rect, block: Block<'_>, text: &str) {
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    frame.render_widget(Paragraph::new(Span::styled(text, theme().dim)), inner);
+}
+
 // ---------------------------------------------------------------- overrides
 
 fn render_overrides(app: &App, frame: &mut Frame, area: Rect) {
-    let block = panel_with_error(app, "Active overrides (server state)", Panel::Overrides)
-        .title_bottom(
-            Line::from(Span::styled(
-                if app.is_read_only() {
-                    ""
-                } else {
-                    " d end the selected override · o on a SKU sets one "
-                },
-                theme().dim,
-            ))
-            .right_aligned(),
-        );
+    let block = with_key_hint(
+        panel_with_error(app, "Active overrides (server state)", Panel::Overrides),
+        app,
+        "",
+        " d end the selected override · o on a SKU sets one ",
+    );
     if app.overrides.is_empty() {
-        let inner = block.inner(area);
-        frame.render_widget(block, area);
-        frame.render_widget(
-            Paragraph::new(Span::styled("no active overrides", theme().dim)),
-            inner,
-        );
+        render_empty(frame, area, block, "no active overrides");
         return;
     }
     let wide = area.width >= 120;
@@ -1281,29 +1276,18 @@ fn render_activity(app: &App, frame: &mut Frame, area: Rect) {
 // ---------------------------------------------------------------- approvals
 
 fn render_approvals(app: &App, frame: &mut Frame, area: Rect) {
-    let block = panel_with_error(
+    let block = with_key_hint(
+        panel_with_error(
+            app,
+            "Price suggestions waiting for approval",
+            Panel::Approvals,
+        ),
         app,
-        "Price suggestions waiting for approval",
-        Panel::Approvals,
-    )
-    .title_bottom(
-        Line::from(Span::styled(
-            if app.is_read_only() {
-                ""
-            } else {
-                " a approve · x reject "
-            },
-            theme().dim,
-        ))
-        .right_aligned(),
+        "",
+        " a approve · x reject ",
     );
     if app.approvals.is_empty() {
-        let inner = block.inner(area);
-        frame.render_widget(block, area);
-        frame.render_widget(
-            Paragraph::new(Span::styled("nothing waits for approval", theme().dim)),
-            inner,
-        );
+        render_empty(frame, area, block, "nothing waits for approval");
         return;
     }
     let wide = area.width >= 120;
