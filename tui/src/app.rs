@@ -1560,29 +1560,19 @@ impl App {
         if key.code == KeyCode::Esc {
             return None;
         }
-        let mut command = None;
-        if dialog.applying {
-        } else if dialog.confirming {
-            match key.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') => {
-                    dialog.applying = true;
-                    command = Some(Command::RemoveOverride {
-                        id: dialog.target.id,
-                        reason: dialog.reason.trim().to_owned(),
-                    });
-                }
-                KeyCode::Char('n') | KeyCode::Char('N') => return None,
-                _ => {}
-            }
-        } else {
-            match key.code {
-                KeyCode::Enter if !dialog.reason.trim().is_empty() => {
-                    dialog.confirming = true;
-                    dialog.error = None;
-                }
-                _ => edit(&mut dialog.reason, &key),
-            }
-        }
+        let d = &mut dialog;
+        let command = match reason_then_yes(
+            (&mut d.reason, &mut d.confirming),
+            (&mut d.applying, &mut d.error),
+            &key,
+        ) {
+            ReasonKey::Close => return None,
+            ReasonKey::Keep => None,
+            ReasonKey::Confirmed => Some(Command::RemoveOverride {
+                id: dialog.target.id,
+                reason: dialog.reason.trim().to_owned(),
+            }),
+        };
         self.modal = Some(Modal::EndOverride(dialog));
         command
     }
@@ -1593,35 +1583,65 @@ impl App {
         if key.code == KeyCode::Esc {
             return None;
         }
-        let mut command = None;
-        if dialog.applying {
-        } else if dialog.confirming {
-            match key.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') => {
-                    dialog.applying = true;
-                    command = Some(Command::Decide {
-                        sku: dialog.target.sku.clone(),
-                        request: ApprovalRequest {
-                            approve: dialog.approve,
-                            reason: dialog.reason.trim().to_owned(),
-                        },
-                    });
-                }
-                KeyCode::Char('n') | KeyCode::Char('N') => return None,
-                _ => {}
-            }
-        } else {
-            match key.code {
-                KeyCode::Enter if !dialog.reason.trim().is_empty() => {
-                    dialog.confirming = true;
-                    dialog.error = None;
-                }
-                _ => edit(&mut dialog.reason, &key),
-            }
-        }
+        let d = &mut dialog;
+        let command = match reason_then_yes(
+            (&mut d.reason, &mut d.confirming),
+            (&mut d.applying, &mut d.error),
+            &key,
+        ) {
+            ReasonKey::Close => return None,
+            ReasonKey::Keep => None,
+            ReasonKey::Confirmed => Some(Command::Decide {
+                sku: dialog.target.sku.clone(),
+                request: ApprovalRequest {
+                    approve: dialog.approve,
+                    reason: dialog.reason.trim().to_owned(),
+                },
+            }),
+        };
         self.modal = Some(Modal::Decide(dialog));
         command
     }
+}
+
+/// What a key did in a "type a reason, Enter, then y/n" dialog.
+enum ReasonKey {
+    /// `n`: the dialog closes.
+    Close,
+    /// Typing, or a key that means nothing here.
+    Keep,
+    /// `y`: the dialog is now applying; the caller sends its command.
+    Confirmed,
+}
+
+/// The keys of a "type a reason, Enter, then y/n" dialog (ending an override,
+/// deciding a suggestion), over its `(reason, confirming)` and `(applying, error)`.
+fn reason_then_yes(
+    (reason, confirming): (&mut String, &mut bool),
+    (applying, error): (&mut bool, &mut Option<String>),
+    key: &KeyEvent,
+) -> ReasonKey {
+    if *applying {
+        return ReasonKey::Keep;
+    }
+    if *confirming {
+        return match key.code {
+            KeyCode::Char('y') | KeyCode::Char('Y') => {
+                *applying = true;
+                ReasonKey::Confirmed
+            }
+            KeyCode::Char('n') | KeyCode::Char('N') => ReasonKey::Close,
+            _ => ReasonKey::Keep,
+        };
+    }
+    match key.code {
+        KeyCode::Enter if !reason.trim().is_empty() => {
+            *confirming = true;
+            *error = None;
+        }
+        _ => edit(reason, key),
+    }
+    ReasonKey::Keep
 }
 
 /// Line editing: characters, Backspace, Ctrl-U to clear.
