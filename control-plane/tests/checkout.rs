@@ -436,6 +436,26 @@ impl Plant {
         reply.body
     }
 
+    /// The reconciliation finds no payment without an order and no order without a
+    /// payment.
+    fn assert_reconciled(&self) {
+        let report = self.reconcile();
+        assert!(
+            report["payments_without_order"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{report}"
+        );
+        assert!(
+            report["orders_without_payment"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{report}"
+        );
+    }
+
     fn payments(&self) -> Vec<edgeprice_control::checkout::payment::Payment> {
         self.runtime.block_on(self.gateway().payments()).unwrap()
     }
@@ -811,21 +831,7 @@ fn gateway_timeouts_are_retried_under_the_same_key_and_charge_once() {
         .unwrap();
     assert_eq!(refunded.status, PaymentStatus::Refunded);
     assert_eq!(plant.avail("T-1"), (1, 0));
-    let report = plant.reconcile();
-    assert!(
-        report["payments_without_order"]
-            .as_array()
-            .unwrap()
-            .is_empty(),
-        "{report}"
-    );
-    assert!(
-        report["orders_without_payment"]
-            .as_array()
-            .unwrap()
-            .is_empty(),
-        "{report}"
-    );
+    plant.assert_reconciled();
 }
 
 #[test]
@@ -1252,21 +1258,7 @@ fn recovery_finishes_paid_sagas_and_rolls_back_the_rest() {
     let states: Vec<String> = sagas.iter().map(|s| plant.saga_state(s)).collect();
     assert_eq!(states, ["completed", "failed", "completed", "failed"]);
     assert_eq!(plant.avail("REC-1"), (8, 0));
-    let report = plant.reconcile();
-    assert!(
-        report["payments_without_order"]
-            .as_array()
-            .unwrap()
-            .is_empty(),
-        "{report}"
-    );
-    assert!(
-        report["orders_without_payment"]
-            .as_array()
-            .unwrap()
-            .is_empty(),
-        "{report}"
-    );
+    plant.assert_reconciled();
     let stats = plant.checkout().stats();
     assert_eq!(stats.recovered, 4);
     assert!(stats.sagas_by_state.contains(&(SagaState::Completed, 2)));
