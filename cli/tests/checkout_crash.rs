@@ -120,8 +120,7 @@ fn killed_at_each_saga_step_and_restarted_nothing_is_stuck_lost_or_duplicated() 
     // logged and with no charge booked it is rolled back; once the gateway booked the
     // charge it is finished. Normally payment, order and confirmation are one commit
     // (`charged` is just before it, `confirmed` just after); hanging at `paid` or
-    // `ordered` makes the saga take them one commit each, so those states are
-    // recovered from too.
+    // `ordered` ends that commit there, so those states are recovered from too.
     let points = [
         ("reserved", 409),
         ("charged", 201),

@@ -356,20 +356,12 @@ async fn drive(
                 Err(err) => Err((err, SagaState::Reserved)),
                 Ok((id, charged)) => {
                     payment_id = Some(id.clone());
-                    if steps_one_by_one(inner) {
-                        record_payment(inner, &saga_id, id, charged)
-                            .await
-                            .map(|()| SagaState::Paid)
-                            .map_err(|err| (err, SagaState::Reserved))
-                    } else {
-                        settle(inner, &record, quote, &saga_id, &id, charged)
-                            .await
-                            .map(|id| {
-                                order_id = Some(id);
-                                SagaState::Confirmed
-                            })
-                            .map_err(|err| (err, SagaState::Reserved))
-                    }
+                    settle(inner, &record, quote, &saga_id, &id, charged)
+                        .await
+                        .map(|(reached, id)| {
+                            order_id = id;
+                            reached
+                        })
                 }
             },
             SagaState::Paid => create_order(inner, &saga_id)
@@ -473,25 +465,16 @@ async fn drive(
     }
 }
 
-/// Whether fault injection targets a point between payment, order and confirmation,
-/// which exist only when those are logged one commit each (see [`settle`]).
-fn steps_one_by_one(inner: &Inner) -> bool {
-    let faults = &inner.config.faults;
-    matches!(faults.fail_at.as_deref(), Some("create_order" | "confirm"))
-        || matches!(
-            faults.hang_at.as_deref(),
-            Some("paid" | "ordered" | "confirm")
-        )
-}
-
 /// Records the payment, creates the order and confirms the reservation with one
-/// durable ledger commit. All three are the ledger's own writes, so they need not wait
-/// for a commit each: a checkout pays for two group commits before its answer (the
-/// reservation, this) instead of four. A crash before the commit leaves the saga
-/// `reserved` with its charge booked at the gateway, which recovery finds by the
-/// saga's key and settles the same way; after it, the saga is `confirmed`. (The steps
-/// are still logged one by one, and taken one commit each when fault injection
-/// targets a point between them.)
+/// durable ledger commit, and returns the state reached and the order's id. All three
+/// are the ledger's own writes, so they need not wait for a commit each: a checkout
+/// pays for two group commits before its answer (the reservation, this) instead of
+/// four. A crash before the commit leaves the saga `reserved` with its charge booked at
+/// the gateway, which recovery finds by the saga's key and settles the same way; after
+/// it, the saga is `confirmed`. The steps are still logged one by one; a fault injected
+/// between them (`paid`, `create_order`, `ordered`, `confirm`) ends the commit there,
+/// as a failure or a crash at that point would, and the saga goes on from the state
+/// reached.
 async fn settle(
     inner: &Inner,
     record: &SagaRecord,
@@ -499,46 +482,39 @@ async fn settle(
     saga_id: &str,
     payment_id: &str,
     charged: i64,
-) -> Result<String, CheckoutError> {
+) -> Result<(SagaState, Option<String>), (CheckoutError, SagaState)> {
+    let faults = &inner.config.faults;
+    let injected = |point| {
+        faults.fail_at.as_deref() == Some(point) || faults.hang_at.as_deref() == Some(point)
+    };
     let order_id = super::new_id("ord");
-    let response = success_body(record, quote, payment_id, &order_id);
+    let mut transitions = vec![Transition::Paid {
+        payment_id: payment_id.to_owned(),
+        amount_minor: charged,
+    }];
+    let mut reached = (SagaState::Paid, "paid");
+    if !injected("paid") && !injected("create_order") {
+        transitions.push(Transition::OrderCreated {
+            order_id: order_id.clone(),
+        });
+        reached = (SagaState::Ordered, "ordered");
+        if !injected("ordered") && !injected("confirm") {
+            let response = success_body(record, quote, payment_id, &order_id);
+            transitions.push(Transition::Confirmed { response });
+            reached = (SagaState::Confirmed, "confirmed");
+        }
+    }
+    let (state, point) = reached;
     inner
         .ledger
-        .advance_all(
-            saga_id,
-            vec![
-                Transition::Paid {
-                    payment_id: payment_id.to_owned(),
-                    amount_minor: charged,
-                },
-                Transition::OrderCreated {
-                    order_id: order_id.clone(),
-                },
-                Transition::Confirmed { response },
-            ],
-        )
-        .await?;
-    fault_point(inner, "confirmed").await?;
-    Ok(order_id)
-}
-
-async fn record_payment(
-    inner: &Inner,
-    saga_id: &str,
-    payment_id: String,
-    charged: i64,
-) -> Result<(), CheckoutError> {
-    inner
-        .ledger
-        .advance(
-            saga_id,
-            Transition::Paid {
-                payment_id,
-                amount_minor: charged,
-            },
-        )
-        .await?;
-    fault_point(inner, "paid").await
+        .advance_all(saga_id, transitions)
+        .await
+        .map_err(|err| (err, SagaState::Reserved))?;
+    fault_point(inner, point)
+        .await
+        .map_err(|err| (err, state))?;
+    let order_id = (state != SagaState::Paid).then_some(order_id);
+    Ok((state, order_id))
 }
 
 /// Charges the quoted total (live), or finds out whether the charge happened
