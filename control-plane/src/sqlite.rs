@@ -3,7 +3,6 @@
 //! Both are written by group-commit threads that must not stall: a lock wait or a WAL
 //! checkpoint inside a commit delays every caller waiting on that group.
 
-use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -75,14 +74,6 @@ impl WalCheckpointer {
             stop_tx: Some(stop_tx),
             thread: Some(thread),
         })
-    }
-
-    /// [`Self::start`] on a new connection to the database at `path`.
-    pub fn start_on(path: &Path, name: &str) -> std::io::Result<WalCheckpointer> {
-        let conn = Connection::open(path).map_err(std::io::Error::other)?;
-        conn.busy_handler(Some(retry_soon))
-            .map_err(std::io::Error::other)?;
-        Self::start(conn, name)
     }
 }
 

@@ -34,8 +34,6 @@ pub const MAX_GROUP_EVENTS: usize = 8_192;
 pub struct GroupReport {
     /// The highest `seq` accepted in the group (none: nothing new to process).
     pub max_seq: Option<i64>,
-    /// Events in the group.
-    pub events: usize,
     /// Waiting for the database's write lock, µs.
     pub lock_wait_us: u64,
     /// Validating and writing the events, µs.
@@ -87,10 +85,12 @@ impl Ingestor {
         on_commit: impl Fn(&GroupReport) + Send + 'static,
     ) -> Result<Ingestor, StoreError> {
         let conn = super::open(data_dir)?;
-        let checkpointer = WalCheckpointer::start_on(&data_dir.join(super::DB_FILE), "control")
-            .map_err(|source| StoreError::DataDir {
-                path: data_dir.to_owned(),
-                source,
+        let checkpointer =
+            WalCheckpointer::start(super::open(data_dir)?, "control").map_err(|source| {
+                StoreError::DataDir {
+                    path: data_dir.to_owned(),
+                    source,
+                }
             })?;
         let known = EventLog::catalog_currencies(&conn)?;
         let (requests_tx, requests_rx) = mpsc::channel();
@@ -213,12 +213,10 @@ impl Writer {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let lock_wait_us = locking.elapsed().as_micros() as u64;
         let writing = Instant::now();
-        let mut events = 0;
         let mut max_seq = None;
         let mut all = Vec::with_capacity(group.len());
         for request in group {
             let mut outcomes = Vec::with_capacity(request.submissions.len());
-            events += request.submissions.len();
             for submission in &request.submissions {
                 let outcome = match parse_event(submission.feed, &submission.body)
                     .and_then(|event| check_known(&self.known, event))
@@ -263,7 +261,6 @@ impl Writer {
             all,
             GroupReport {
                 max_seq,
-                events,
                 lock_wait_us,
                 write_us,
                 commit_us: committing.elapsed().as_micros() as u64,
