@@ -1694,7 +1694,7 @@ fn render_override_form(app: &App, frame: &mut Frame, form: &app::OverrideForm) 
 
 fn render_end_override(app: &App, frame: &mut Frame, dialog_state: &app::EndOverrideDialog) {
     let target = &dialog_state.target;
-    let mut lines = vec![
+    let lines = vec![
         Line::from(format!(
             "{} at {}; the pipeline's price comes back",
             scope(target.store.as_deref(), target.channel.as_deref()),
@@ -1702,41 +1702,14 @@ fn render_end_override(app: &App, frame: &mut Frame, dialog_state: &app::EndOver
         )),
         radius_line(1, 0, app.edge_count() as u64),
     ];
-    if dialog_state.applying {
-        lines.push(Line::from(format!("reason: {}", dialog_state.reason)));
-        lines.push(Line::from(Span::styled(
-            "sent; waiting for the server to acknowledge…",
-            theme().dim,
-        )));
-    } else if dialog_state.confirming {
-        lines.push(Line::from(format!("reason: {}", dialog_state.reason)));
-        lines.push(Line::default());
-        lines.push(Line::from(vec![
-            Span::styled(" y: end it ", theme().badge(theme().danger).bold()),
-            Span::raw("   n / Esc: cancel"),
-        ]));
-    } else {
-        lines.push(input_line("reason", &dialog_state.reason, true));
-        lines.push(Line::from(Span::styled(
-            "Enter next · Esc cancel",
-            theme().dim,
-        )));
-    }
-    if let Some(error) = &dialog_state.error {
-        lines.push(Line::from(Span::styled(
-            format!("✖ {error}"),
-            Style::new().fg(theme().danger).bold(),
-        )));
-    }
-    let area = centered(frame.area(), 70, wrapped_height(&lines, 70));
-    frame.render_widget(Clear, area);
-    let block = dialog(
+    render_reason_dialog(
+        frame,
         format!("end override #{} on {}", target.id, target.sku),
-        true,
+        lines,
+        (&dialog_state.reason, dialog_state.error.as_deref()),
+        (dialog_state.confirming, dialog_state.applying),
+        "end it",
     );
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }
 
 fn render_decide(app: &App, frame: &mut Frame, dialog_state: &app::DecideDialog) {
@@ -1746,7 +1719,7 @@ fn render_decide(app: &App, frame: &mut Frame, dialog_state: &app::DecideDialog)
     } else {
         "reject"
     };
-    let mut lines = vec![
+    let lines = vec![
         Line::from(format!(
             "{} → {} suggested ({})",
             format::money(target.current_minor, &target.currency),
@@ -1759,27 +1732,47 @@ fn render_decide(app: &App, frame: &mut Frame, dialog_state: &app::DecideDialog)
             Line::from(Span::styled("the price stays as it is", theme().dim))
         },
     ];
-    if dialog_state.applying {
-        lines.push(Line::from(format!("reason: {}", dialog_state.reason)));
+    render_reason_dialog(
+        frame,
+        format!("{verb} the price of {}", target.sku),
+        lines,
+        (&dialog_state.reason, dialog_state.error.as_deref()),
+        (dialog_state.confirming, dialog_state.applying),
+        verb,
+    );
+}
+
+/// A "type a reason, Enter, then y/n" dialog: `lines`, then the reason (or its input),
+/// the next step (`y: {yes}` once confirming) and the last error, drawn centred.
+fn render_reason_dialog(
+    frame: &mut Frame,
+    title: String,
+    mut lines: Vec<Line<'_>>,
+    (reason, error): (&str, Option<&str>),
+    (confirming, applying): (bool, bool),
+    yes: &str,
+) {
+    if applying {
+        lines.push(Line::from(format!("reason: {reason}")));
         lines.push(Line::from(Span::styled(
             "sent; waiting for the server to acknowledge…",
             theme().dim,
         )));
-    } else if dialog_state.confirming {
-        lines.push(Line::from(format!("reason: {}", dialog_state.reason)));
+    } else if confirming {
+        lines.push(Line::from(format!("reason: {reason}")));
         lines.push(Line::default());
         lines.push(Line::from(vec![
-            Span::styled(format!(" y: {verb} "), theme().badge(theme().danger).bold()),
+            Span::styled(format!(" y: {yes} "), theme().badge(theme().danger).bold()),
             Span::raw("   n / Esc: cancel"),
         ]));
     } else {
-        lines.push(input_line("reason", &dialog_state.reason, true));
+        lines.push(input_line("reason", reason, true));
         lines.push(Line::from(Span::styled(
             "Enter next · Esc cancel",
             theme().dim,
         )));
     }
-    if let Some(error) = &dialog_state.error {
+    if let Some(error) = error {
         lines.push(Line::from(Span::styled(
             format!("✖ {error}"),
             Style::new().fg(theme().danger).bold(),
@@ -1787,7 +1780,7 @@ fn render_decide(app: &App, frame: &mut Frame, dialog_state: &app::DecideDialog)
     }
     let area = centered(frame.area(), 70, wrapped_height(&lines, 70));
     frame.render_widget(Clear, area);
-    let block = dialog(format!("{verb} the price of {}", target.sku), true);
+    let block = dialog(title, true);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
