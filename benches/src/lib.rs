@@ -7,6 +7,5 @@
 
 pub mod feedgen;
 pub mod latency;
-pub mod pacer;
 pub mod serve;
 pub mod target;
