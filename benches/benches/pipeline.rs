@@ -105,13 +105,7 @@ fn now_ms() -> i64 {
 }
 
 fn thread_cpu_s() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+    edgeprice_bench::cpu::thread_cpu_ns() as f64 / 1e9
 }
 
 /// This thread's time waiting on a run queue (runnable, not running), seconds.

@@ -7,6 +7,7 @@
 //! Run: `cargo run --release -p edgeprice-bench --example delta_phases [ROUNDS]`
 use std::time::Instant;
 
+use edgeprice_bench::cpu::thread_cpu_ns;
 use edgeprice_pricing::{Currency, Dimension, PriceEntry, PriceKey, Sku};
 use edgeprice_schemas::codec::{encode_delta, DeltaData};
 use edgeprice_server::snapshot::Snapshot;
@@ -17,16 +18,6 @@ use rand::{Rng, SeedableRng};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes the calling thread's CPU clock into a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 fn delta(rng: &mut SmallRng, base: u64, n: usize, skus: usize) -> Vec<u8> {
     let mut variants = vec![None];
@@ -108,7 +99,7 @@ fn main() {
                 max_apparent_size: usize::MAX,
                 ignore_missing_null_terminator: false,
             };
-            let a = cpu_ns();
+            let a = thread_cpu_ns();
             for _ in 0..50 {
                 std::hint::black_box(
                     flatbuffers::root_with_opts::<edgeprice_schemas::fb::SnapshotDelta>(
@@ -117,7 +108,7 @@ fn main() {
                     .unwrap(),
                 );
             }
-            let b = cpu_ns();
+            let b = thread_cpu_ns();
             println!(
                 "verify only: {:.2} ms ({} bytes)",
                 (b - a) as f64 / 50e6,
@@ -125,14 +116,14 @@ fn main() {
             );
             let mut best = [u64::MAX; 2];
             for _ in 0..30 {
-                let a = cpu_ns();
+                let a = thread_cpu_ns();
                 let d = edgeprice_schemas::codec::decode_delta(&enc).unwrap();
-                let b = cpu_ns();
+                let b = thread_cpu_ns();
                 drop(d);
-                let b2 = cpu_ns();
+                let b2 = thread_cpu_ns();
                 let v = edgeprice_schemas::codec::DeltaView::parse(&enc).unwrap();
                 let n = v.upserts().filter(|e| e.price_minor > 0).count();
-                let c = cpu_ns();
+                let c = thread_cpu_ns();
                 std::hint::black_box(n);
                 best[0] = best[0].min(b - a);
                 best[1] = best[1].min(c - b2);
@@ -144,14 +135,14 @@ fn main() {
             );
         }
         let w = Instant::now();
-        let t0 = cpu_ns();
+        let t0 = thread_cpu_ns();
         let d = edgeprice_schemas::codec::DeltaView::parse(&enc).unwrap();
-        let t1 = cpu_ns();
+        let t1 = thread_cpu_ns();
         let next = std::sync::Arc::new(table.apply_view(&d).unwrap());
-        let t2 = cpu_ns();
+        let t2 = thread_cpu_ns();
         let old = std::mem::replace(&mut table, next);
         drop(old);
-        let t3 = cpu_ns();
+        let t3 = thread_cpu_ns();
         walls.push(w.elapsed().as_micros() as u64);
         if i >= 10 {
             tot[0] += t1 - t0;

@@ -5,6 +5,7 @@
 //! generator (`loadgen`) and a snapshot-delta pusher (`delta_pusher`). This library
 //! holds what more than one of them needs.
 
+pub mod cpu;
 pub mod feedgen;
 pub mod latency;
 pub mod serve;

@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use edgeprice_bench::cpu::process_cpu_ns;
 use edgeprice_bench::latency::{new_histogram, Summary};
 use edgeprice_bench::target::HttpTarget;
 use hdrhistogram::Histogram;
@@ -570,17 +571,6 @@ impl Run {
                 / 10.0,
         }
     }
-}
-
-/// CPU time (user + system) of this process so far, in nanoseconds.
-fn process_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes into a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// A complete response at the start of the buffer.
