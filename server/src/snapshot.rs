@@ -24,6 +24,7 @@
 //! Nothing here does I/O; lookups take no lock and do not allocate (building and
 //! dropping versions take the lineage's mutex, on the writer thread).
 
+use std::alloc::Layout;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -366,13 +367,51 @@ impl Variant {
     }
 }
 
-/// All variants of one SKU, most specific first. Never changed once a version holds
-/// it; owned by the lineage of versions that share it (see [`Lineage`]).
-#[derive(Debug, Clone)]
+/// All variants of one SKU, most specific first, in one allocation: the header and the
+/// variants after it, so a lookup or a delta reaches the variants without another
+/// dependent cache miss and a delta allocates (and later frees) one block per changed
+/// SKU. Never changed once a version holds it; owned by the lineage of versions that
+/// share it (see [`Lineage`]). Made by [`leak_record`], freed by [`free_record`].
+#[derive(Debug)]
+#[repr(C)]
 pub struct SkuPrices {
-    pub variants: Box<[Variant]>,
     pub hash: u64,
+    /// `variants.len()`, readable through a thin [`RecordPtr`].
+    len: u32,
     pub sku: SkuName,
+    pub variants: [Variant],
+}
+
+/// The fields of [`SkuPrices`] before its variants, in the same order: with `repr(C)`
+/// both lay them out alike, so a thin pointer to this reaches the record's length.
+#[repr(C)]
+struct RecordHead {
+    hash: u64,
+    len: u32,
+    sku: SkuName,
+}
+
+/// A record as the shards hold it: a thin pointer (a slot stays 16 bytes).
+type RecordPtr = NonNull<RecordHead>;
+
+/// The layout of a record of `len` variants: the header, then the variants.
+fn record_layout(len: usize) -> Layout {
+    let variants = Layout::array::<Variant>(len).expect("a record's variants fit in memory");
+    let (layout, _) = Layout::new::<RecordHead>()
+        .extend(variants)
+        .expect("a record fits in memory");
+    layout.pad_to_align()
+}
+
+/// The whole record behind a thin pointer.
+///
+/// # Safety
+/// `record` came from [`leak_record`] and is not freed while the returned pointer is used.
+#[inline(always)]
+unsafe fn record_raw(record: RecordPtr) -> *mut SkuPrices {
+    // SAFETY: per the contract the header is initialised; `len` is its variant count.
+    let len = unsafe { (*record.as_ptr()).len } as usize;
+    std::ptr::slice_from_raw_parts_mut(record.as_ptr().cast::<Variant>(), len) as *mut SkuPrices
 }
 
 /// A SKU held inline in its record (SKUs are at most [`MAX_KEY_LEN`] bytes): one
@@ -425,17 +464,6 @@ impl std::fmt::Display for SkuName {
     }
 }
 
-impl SkuPrices {
-    fn new(hash: u64, sku: &str, mut variants: Vec<Variant>) -> SkuPrices {
-        sort_variants(&mut variants);
-        SkuPrices {
-            hash,
-            sku: SkuName::new(sku),
-            variants: variants.into_boxed_slice(),
-        }
-    }
-}
-
 /// A hint to load the cache line at `at`; never faults, reads nothing.
 #[inline(always)]
 fn prefetch<T>(at: *const T) {
@@ -465,16 +493,39 @@ fn sort_variants(variants: &mut [Variant]) {
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     hash: u64,
-    prices: NonNull<SkuPrices>,
+    prices: RecordPtr,
 }
 
 /// A shard: slots sorted by `(hash, sku)`, one boxed slice owned by the lineage.
 type ShardPtr = NonNull<[Slot]>;
 
-fn leak_record(record: SkuPrices) -> NonNull<SkuPrices> {
+/// A new record of `sku` holding the variants moved out of `variants` (left empty, its
+/// capacity kept for the next record).
+fn leak_record(hash: u64, sku: &str, variants: &mut Vec<Variant>) -> RecordPtr {
     #[cfg(test)]
     tests::LIVE_RECORDS.with(|n| n.set(n.get() + 1));
-    NonNull::from(Box::leak(Box::new(record)))
+    let len = variants.len();
+    let layout = record_layout(len);
+    // SAFETY: `layout` has a non-zero size (the header).
+    let Some(block) = NonNull::new(unsafe { std::alloc::alloc(layout) }) else {
+        std::alloc::handle_alloc_error(layout)
+    };
+    let record = block.cast::<RecordHead>();
+    // SAFETY: the block is `record_layout(len)`: room for the header and `len`
+    // variants at the offsets `SkuPrices` gives them (checked in the tests). The
+    // variants are moved: `set_len(0)` keeps `variants` from dropping them.
+    unsafe {
+        record.as_ptr().write(RecordHead {
+            hash,
+            len: u32::try_from(len).expect("a SKU has fewer than 2^32 variants"),
+            sku: SkuName::new(sku),
+        });
+        let whole = record_raw(record);
+        let to = std::ptr::addr_of_mut!((*whole).variants).cast::<Variant>();
+        std::ptr::copy_nonoverlapping(variants.as_ptr(), to, len);
+        variants.set_len(0);
+    }
+    record
 }
 
 fn leak_shard(slots: Vec<Slot>) -> ShardPtr {
@@ -483,11 +534,17 @@ fn leak_shard(slots: Vec<Slot>) -> ShardPtr {
 
 /// # Safety
 /// `record` came from [`leak_record`], is freed once, and no version can reach it.
-unsafe fn free_record(record: NonNull<SkuPrices>) {
+unsafe fn free_record(record: RecordPtr) {
     #[cfg(test)]
     tests::LIVE_RECORDS.with(|n| n.set(n.get() - 1));
-    // SAFETY: per the contract, this is the unique owner of a leaked box.
-    drop(unsafe { Box::from_raw(record.as_ptr()) });
+    // SAFETY: per the contract, this is the unique owner of a block `leak_record` made
+    // with `record_layout(len)` and initialised whole.
+    unsafe {
+        let variants = std::ptr::addr_of_mut!((*record_raw(record)).variants);
+        let layout = record_layout(variants.len());
+        std::ptr::drop_in_place(variants);
+        std::alloc::dealloc(record.as_ptr().cast::<u8>(), layout);
+    }
 }
 
 /// # Safety
@@ -504,7 +561,7 @@ struct Retired {
     /// Generation of the version that replaced them.
     gen: u64,
     shards: Vec<ShardPtr>,
-    records: Vec<NonNull<SkuPrices>>,
+    records: Vec<RecordPtr>,
 }
 
 impl Retired {
@@ -529,7 +586,7 @@ struct Born {
     gen: u64,
     base_gen: u64,
     shards: Vec<ShardPtr>,
-    records: Vec<NonNull<SkuPrices>>,
+    records: Vec<RecordPtr>,
 }
 
 /// Who owns the shards and records that versions share.
@@ -821,7 +878,8 @@ impl Snapshot {
             if failed.is_some() {
                 break;
             }
-            let record = leak_record(SkuPrices::new(hash, sku, variants));
+            sort_variants(&mut variants);
+            let record = leak_record(hash, sku, &mut variants);
             records.push(record);
             shard_lists[shard_index(hash, shard_shift)].push(Slot {
                 hash,
@@ -990,6 +1048,8 @@ impl Snapshot {
         let group_hash = |g: usize| order[groups[g].0].0;
 
         let mut shards = self.shards.clone();
+        // The variants of the SKU being changed; one buffer for all of them.
+        let mut variants: Vec<Variant> = Vec::new();
         let mut entry_count = self.entry_count as isize;
         let mut sku_count = self.sku_count as isize;
         let mut start = 0;
@@ -1013,10 +1073,10 @@ impl Snapshot {
                         .cmp(&hash)
                         .then_with(|| self.record(s).sku.as_str().cmp(sku))
                 });
-                let mut variants: Vec<Variant> = match position {
-                    Ok(i) => self.record(&slots[i]).variants.to_vec(),
-                    Err(_) => Vec::with_capacity(group_end - group),
-                };
+                variants.clear();
+                if let Ok(i) = position {
+                    variants.extend_from_slice(&self.record(&slots[i]).variants);
+                }
                 let before = variants.len() as isize;
                 let mut added = false;
                 for &(_, i) in &order[group..group_end] {
@@ -1048,11 +1108,7 @@ impl Snapshot {
                     sort_variants(&mut variants);
                 }
                 let record = (!variants.is_empty()).then(|| {
-                    let record = leak_record(SkuPrices {
-                        hash,
-                        sku: SkuName::new(sku),
-                        variants: variants.into_boxed_slice(),
-                    });
+                    let record = leak_record(hash, sku, &mut variants);
                     born.records.push(record);
                     record
                 });
@@ -1112,9 +1168,16 @@ impl Snapshot {
                 leak_shard(
                     self.shard(index)
                         .iter()
-                        .map(|slot| Slot {
-                            hash: slot.hash,
-                            prices: leak_record(self.record(slot).clone()),
+                        .map(|slot| {
+                            let record = self.record(slot);
+                            Slot {
+                                hash: slot.hash,
+                                prices: leak_record(
+                                    slot.hash,
+                                    &record.sku,
+                                    &mut record.variants.to_vec(),
+                                ),
+                            }
                         })
                         .collect(),
                 )
@@ -1145,7 +1208,7 @@ impl Snapshot {
     #[inline]
     fn record(&self, slot: &Slot) -> &SkuPrices {
         // SAFETY: as for `shard`: `self` holds the record while it is borrowed.
-        unsafe { slot.prices.as_ref() }
+        unsafe { &*record_raw(slot.prices) }
     }
 
     /// Starts loading what the groups after `g` will read, one step further for each
@@ -1170,11 +1233,11 @@ impl Snapshot {
             prefetch(slot.prices.as_ptr());
         }
         if let Some(slot) = hash(1).and_then(slot) {
-            let record = self.record(slot);
-            let variants = record.variants.as_ptr() as *const u8;
-            prefetch(variants);
-            prefetch(variants.wrapping_add(64));
-            prefetch(variants.wrapping_add(128));
+            let variants = &self.record(slot).variants;
+            let start = variants.as_ptr() as *const u8;
+            for offset in (0..std::mem::size_of_val::<[Variant]>(variants)).step_by(64) {
+                prefetch(start.wrapping_add(offset));
+            }
         }
     }
 
@@ -1467,6 +1530,42 @@ mod tests {
 
     fn live_records() -> isize {
         LIVE_RECORDS.with(Cell::get)
+    }
+
+    #[test]
+    fn a_record_is_laid_out_as_its_type_says() {
+        let before = live_records();
+        for len in [0, 1, 2, 9, 33] {
+            let mut variants: Vec<Variant> = (0..len)
+                .map(|i| Variant {
+                    store: i,
+                    channel: 0,
+                    segment: 0,
+                    entry: Entry {
+                        currency: Currency::EUR,
+                        list_price_minor: 10,
+                        price_minor: i as i64,
+                        floor_minor: 0,
+                        valid_from_ms: i64::MIN,
+                        valid_until_ms: i64::MAX,
+                        revision: 1,
+                        promotion: None,
+                    },
+                })
+                .collect();
+            let record = leak_record(7, "SKU-1", &mut variants);
+            assert!(variants.is_empty());
+            // SAFETY: just made, freed below.
+            let whole = unsafe { &*record_raw(record) };
+            assert_eq!(Layout::for_value(whole), record_layout(len as usize));
+            let offset = whole.variants.as_ptr() as usize - record.as_ptr() as usize;
+            assert_eq!(offset, std::mem::size_of::<RecordHead>());
+            assert_eq!((whole.hash, &*whole.sku), (7, "SKU-1"));
+            assert!(whole.variants.iter().map(|v| v.store).eq(0..len));
+            // SAFETY: made above, reachable from nothing else.
+            unsafe { free_record(record) };
+        }
+        assert_eq!(live_records(), before);
     }
 
     fn table(entries: Vec<PriceEntry>) -> Snapshot {
