@@ -858,9 +858,11 @@ impl Snapshot {
         let mut records = Vec::with_capacity(sku_count);
         let mut rows = rows.into_iter().peekable();
         let mut failed = None;
+        // The variants of the SKU being built; one buffer for all of them.
+        let mut variants: Vec<Variant> = Vec::new();
         while let Some((hash, first)) = rows.next() {
             let sku = first.key.sku;
-            let mut variants = vec![interner.variant(&mut promos, &first, None)];
+            variants.push(interner.variant(&mut promos, &first, None));
             while let Some((_, next)) = rows.next_if(|(h, e)| *h == hash && e.key.sku == sku) {
                 let variant = interner.variant(&mut promos, &next, None);
                 if variants.iter().any(|v| v.same_key(&variant)) {
