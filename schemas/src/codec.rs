@@ -240,8 +240,10 @@ impl<'a> DeltaView<'a> {
             version: root.u64(1)?,
             created_at_ms: root.i64(2)?,
             promotions: read_promotions(root.str(5)?)?,
-            upserts: Vec::with_capacity(upserts.len),
-            removals: Vec::with_capacity(removals.len),
+            // Reserved from the counts only as far as the buffer can hold that many
+            // distinct entries: a damaged count must get its error, not a huge allocation.
+            upserts: Vec::with_capacity(upserts.len.min(buf.len() / 64)),
+            removals: Vec::with_capacity(removals.len.min(buf.len() / 32)),
         };
         // The quick checks find nothing in a good delta; on a bad entry the full
         // decode of it reports the same error `decode_delta` would.

@@ -468,18 +468,6 @@ impl std::fmt::Display for SkuName {
     }
 }
 
-/// A hint to load the cache line at `at` to write it; never faults, reads nothing.
-#[inline(always)]
-fn prefetch_write<T>(at: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: as for `prefetch`.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(at as *const i8, std::arch::x86_64::_MM_HINT_ET0)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = at;
-}
-
 /// A hint to load the cache line at `at`; never faults, reads nothing.
 #[inline(always)]
 fn prefetch<T>(at: *const T) {
@@ -552,7 +540,7 @@ impl BlockPool {
             if let Some(block) = free.pop() {
                 self.bytes -= layout.size();
                 if let Some(next) = free.last() {
-                    prefetch_write(next.as_ptr());
+                    prefetch(next.as_ptr());
                 }
                 return block;
             }
@@ -776,7 +764,7 @@ struct LineageState {
     tip_born: Option<Born>,
     /// The table of a dropped tip that could not be undone; freed with the lineage.
     orphan: Option<Box<[ShardPtr]>>,
-    /// Blocks of freed records, for the next delta's records.
+    /// Blocks of freed records and shards, for the next delta's.
     pool: BlockPool,
 }
 
