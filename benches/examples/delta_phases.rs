@@ -83,7 +83,7 @@ fn main() {
     };
     let mut table = std::sync::Arc::new(Snapshot::build(synth::generate(&spec)).unwrap());
     let mut rng = SmallRng::seed_from_u64(7);
-    let rounds = std::env::args()
+    let rounds: usize = std::env::args()
         .nth(1)
         .map(|s| s.parse().unwrap())
         .unwrap_or(60);
@@ -91,8 +91,13 @@ fn main() {
     let mut mins = [u64::MAX; 4];
     let mut walls = Vec::new();
     let mut totals = Vec::new();
-    for i in 0..rounds {
-        let enc = delta(&mut rng, table.version(), 10_000, skus);
+    // Encoded up front, so a profile of this process is the writer's work.
+    let first = table.version();
+    let deltas: Vec<Vec<u8>> = (0..rounds)
+        .map(|i| delta(&mut rng, first + i as u64, 10_000, skus))
+        .collect();
+    for (i, enc) in deltas.iter().enumerate() {
+        let enc = enc.as_slice();
         if i == 0 {
             let opts = flatbuffers::VerifierOptions {
                 max_depth: 64,
@@ -103,10 +108,8 @@ fn main() {
             let a = thread_cpu_ns();
             for _ in 0..50 {
                 std::hint::black_box(
-                    flatbuffers::root_with_opts::<edgeprice_schemas::fb::SnapshotDelta>(
-                        &opts, &enc,
-                    )
-                    .unwrap(),
+                    flatbuffers::root_with_opts::<edgeprice_schemas::fb::SnapshotDelta>(&opts, enc)
+                        .unwrap(),
                 );
             }
             let b = thread_cpu_ns();
@@ -118,11 +121,11 @@ fn main() {
             let mut best = [u64::MAX; 2];
             for _ in 0..30 {
                 let a = thread_cpu_ns();
-                let d = edgeprice_schemas::codec::decode_delta(&enc).unwrap();
+                let d = edgeprice_schemas::codec::decode_delta(enc).unwrap();
                 let b = thread_cpu_ns();
                 drop(d);
                 let b2 = thread_cpu_ns();
-                let v = edgeprice_schemas::codec::DeltaView::parse(&enc).unwrap();
+                let v = edgeprice_schemas::codec::DeltaView::parse(enc).unwrap();
                 let n = v.upserts().filter(|e| e.price_minor > 0).count();
                 let c = thread_cpu_ns();
                 std::hint::black_box(n);
@@ -137,7 +140,7 @@ fn main() {
         }
         let w = Instant::now();
         let t0 = thread_cpu_ns();
-        let d = edgeprice_schemas::codec::DeltaView::parse(&enc).unwrap();
+        let d = edgeprice_schemas::codec::DeltaView::parse(enc).unwrap();
         let t1 = thread_cpu_ns();
         let next = std::sync::Arc::new(table.apply_view(&d).unwrap());
         let t2 = thread_cpu_ns();

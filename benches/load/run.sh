@@ -95,9 +95,25 @@ if [[ ${NO_BUILD:-0} != 1 ]]; then
     log "building release binaries into $TARGET_DIR"
     (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p edgeprice -p edgeprice-bench)
 fi
-for bin in edgeprice peer_hyper peer_redis_http loadgen delta_pusher; do
+for bin in edgeprice peer_hyper peer_redis_http loadgen delta_pusher stall_probe; do
     [[ -x $BIN/$bin ]] || die "$BIN/$bin is missing (build failed?)"
 done
+
+# --- the machine's own stalls ----------------------------------------------------
+
+# A busy loop on each core, both at once: the time the host (or the guest) took away
+# from a thread that never sleeps. Where they add up to about 1% of the time, a p99
+# is about as long as they are, whatever the server does.
+log "probing the machine's stalls on cores $SERVER_CPU and $LOAD_CPU (5 s)"
+taskset -c "$SERVER_CPU" "$BIN/stall_probe" --seconds 5 --json >"$WORK/stall.server.json" &
+PROBE_PID=$!
+taskset -c "$LOAD_CPU" "$BIN/stall_probe" --seconds 5 --json >"$WORK/stall.load.json"
+wait "$PROBE_PID"
+stall_line() {
+    jq -r '"\(.lost_pct)% of the time lost in \(.stalls) stalls over 50 µs (\(.stalls_over_1ms) over 1 ms), longest \(.max_ms) ms"' "$1"
+}
+STALLS="core $SERVER_CPU: $(stall_line "$WORK/stall.server.json"); core $LOAD_CPU: $(stall_line "$WORK/stall.load.json")"
+log "stalls: $STALLS"
 
 # --- process helpers -------------------------------------------------------------
 
@@ -209,7 +225,7 @@ measure_http() {
     local gen_before gen_busy
     gen_before=$(core_ticks "$LOAD_CPU")
     out=$(taskset -c "$LOAD_CPU" "$BIN/loadgen" --url "$url" --rate "$rate" \
-        --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --json "${loadgen_args[@]}")
+        --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --timeline-ms 100 --json "${loadgen_args[@]}")
     # shellcheck disable=SC2086
     cpu_after=$(cpu_us $pids)
     gen_busy=$(busy_pct "$gen_before" "$(core_ticks "$LOAD_CPU")")
@@ -319,7 +335,7 @@ DELTA_CPU_BEFORE=$(cpu_us "$EDGE_PID")
 DELTA_GEN_BEFORE=$(core_ticks "$LOAD_CPU")
 taskset -c "$LOAD_CPU" "$BIN/loadgen" --url "http://127.0.0.1:$EDGE_PORT/" --paths-file "$WORK/paths.txt" \
     --rate "$DELTA_RATE" --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" \
-    --json >"$WORK/delta.loadgen.json"
+    --timeline-ms 100 --json >"$WORK/delta.loadgen.json"
 wait "$PUSHER_PID" || { cat "$WORK/delta.log" >&2; die "delta_pusher failed"; }
 DELTA_CPU_AFTER=$(cpu_us "$EDGE_PID")
 DELTA_GEN_BUSY=$(busy_pct "$DELTA_GEN_BEFORE" "$(core_ticks "$LOAD_CPU")")
@@ -422,6 +438,12 @@ table() {
     done
 }
 
+# "N of M" 100-ms windows of a loadgen --timeline-ms 100 run whose slowest GET took
+# over 5 ms: a tail spread over the whole run, or a few stalls.
+slow_windows() {
+    jq -r '"\([.timeline[] | select(.max_us > 5000)] | length) of \(.timeline | length)"' "$1"
+}
+
 delta_section() {
     local d=$WORK/delta.json l=$WORK/delta.loadgen.json
     local total
@@ -434,6 +456,7 @@ delta_section() {
     echo "| GET achieved req/s | $(jq -r '.achieved_rps' "$l") |"
     echo "| GET p50 / p99 / p99.9 / max µs | $(jq -r '"\(.p50_us) / \(.p99_us) / \(.p999_us) / \(.max_us)"' "$l") |"
     echo "| GET p99 µs without deltas (same rate) | ${FIX_P99[edgeprice-spread]} |"
+    echo "| 100-ms windows whose slowest GET took over 5 ms, without / with deltas | $(slow_windows "$WORK/edgeprice-spread.loadgen.json") / $(slow_windows "$l") |"
     echo "| GET send lag p99 / max µs (late sends: the edge held connections) | $(jq -r '"\(.send_lag_p99_us) / \(.send_lag_max_us)"' "$l") |"
     echo "| GET errors / non-2xx / timeouts | $(jq -r '"\(.errors) / \(.non_2xx) / \(.timeouts)"' "$l") |"
     echo "| deltas applied / conflicts / errors | $(jq -r '"\(.applied) / \(.conflicts) / \(.errors)"' "$d") |"
@@ -459,6 +482,7 @@ REPORT=$WORK/RESULTS.md
     echo "- command: \`${ENV_SHOWN}${COMMAND}\` (commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
     echo "- snapshot: \`edgeprice snapshot generate --skus $SKUS --stores $STORES --channels $CHANNELS\`: $(sed -E 's/^wrote ([0-9]+ entries).*\(([0-9]+ bytes)\)$/\1, \2/' <<<"$SNAPSHOT_INFO")"
     echo "- load average after the run: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared: compare ratios within one run, not figures across runs)"
+    echo "- the machine's own stalls, \`stall_probe --seconds 5\` spinning on both cores at once before the run: $STALLS"
     echo "- server on core $SERVER_CPU, load generator on core $LOAD_CPU; $CONNECTIONS keep-alive connections;"
     echo "  saturation: \`wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency\`; fixed rate: \`loadgen\` at ${LOAD_PCT}% of each peer's"
     echo "  saturation for ${DURATION}s after ${WARMUP}s warm-up, latency from the scheduled send time;"

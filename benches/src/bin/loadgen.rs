@@ -63,6 +63,10 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also report, per window of this many milliseconds (by scheduled send time), the
+    /// worst latency and send lag: shows whether a tail is one stall or spread out.
+    #[arg(long)]
+    timeline_ms: Option<u64>,
 }
 
 /// What one run measured.
@@ -100,6 +104,19 @@ struct Report {
     /// This process's CPU time (user + system) over the run, per response: what the
     /// generator's own core paid for each request.
     cpu_us_per_response: f64,
+    /// With `--timeline-ms`: the measured window cut into equal slices, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    timeline: Vec<Slice>,
+}
+
+/// One `--timeline-ms` window of the measured run.
+#[derive(Debug, Default, Clone, Serialize)]
+struct Slice {
+    /// Start of the window, ms after measuring began.
+    at_ms: u64,
+    responses: u64,
+    max_us: f64,
+    max_send_lag_us: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -157,6 +174,9 @@ struct Stats {
     non_2xx: u64,
     timeouts: u64,
     total_responses: u64,
+    /// `--timeline-ms` windows (empty without it) and their length in ns.
+    timeline: Vec<Slice>,
+    slice_ns: u64,
 }
 
 /// One keep-alive connection: its schedule and the exchange in progress.
@@ -248,6 +268,8 @@ impl Run {
                 non_2xx: 0,
                 timeouts: 0,
                 total_responses: 0,
+                timeline: Vec::new(),
+                slice_ns: 0,
             },
             args_url: args.url.clone(),
             rate: args.rate,
@@ -271,6 +293,17 @@ impl Run {
         run.record_from_ns = start_ns + ns(args.warmup);
         run.end_ns = run.record_from_ns + ns(args.duration);
         run.give_up_ns = run.end_ns + ns(args.grace);
+        if let Some(ms) = args.timeline_ms {
+            anyhow::ensure!(ms > 0, "--timeline-ms must be positive");
+            run.stats.slice_ns = ms * 1_000_000;
+            let slices = ns(args.duration).div_ceil(run.stats.slice_ns);
+            run.stats.timeline = (0..slices)
+                .map(|i| Slice {
+                    at_ms: i * ms,
+                    ..Slice::default()
+                })
+                .collect();
+        }
         for index in 0..args.connections {
             let first = start_ns + ns(index as f64 / args.rate);
             run.connections[index].scheduled_ns = first;
@@ -523,16 +556,28 @@ impl Run {
         if scheduled >= self.record_from_ns && scheduled < self.end_ns {
             let stats = &mut self.stats;
             stats.scheduled += 1;
-            stats
-                .send_lag
-                .saturating_record(sent.saturating_sub(scheduled));
+            let lag = sent.saturating_sub(scheduled);
+            stats.send_lag.saturating_record(lag);
+            let slice = match stats.slice_ns {
+                0 => None,
+                len => {
+                    let at = ((scheduled - self.record_from_ns) / len) as usize;
+                    stats.timeline.get_mut(at)
+                }
+            };
+            let latency = now.saturating_sub(scheduled);
+            if let Some(slice) = slice {
+                slice.max_send_lag_us = slice.max_send_lag_us.max(lag as f64 / 1e3);
+                if status.is_some() {
+                    slice.responses += 1;
+                    slice.max_us = slice.max_us.max(latency as f64 / 1e3);
+                }
+            }
             if let Some(status) = status {
                 if !(200..300).contains(&status) {
                     stats.non_2xx += 1;
                 }
-                stats
-                    .latency
-                    .saturating_record(now.saturating_sub(scheduled));
+                stats.latency.saturating_record(latency);
             }
         }
         connection.scheduled_ns += self.interval_ns;
@@ -569,6 +614,7 @@ impl Run {
             cpu_us_per_response: (cpu_ns as f64 / stats.total_responses.max(1) as f64 / 100.0)
                 .round()
                 / 10.0,
+            timeline: stats.timeline.clone(),
         }
     }
 }
