@@ -26,6 +26,9 @@ pub struct EdgeConfig {
     pub batch_limit: usize,
     /// Largest snapshot or delta upload, in bytes.
     pub max_upload_bytes: usize,
+    /// Most changes (upserts plus removals) in one delta; a larger one is refused (413
+    /// `delta_too_large`) and the control plane sends a full snapshot instead.
+    pub max_delta_changes: usize,
     /// Quote signing keys as `kid:secret` (secret at least 32 bytes, shared with the
     /// control plane); the first signs, the others still verify (key rotation). Empty
     /// disables `POST /v1/quote` (503 `quotes_disabled`).
@@ -52,6 +55,7 @@ impl std::fmt::Debug for EdgeConfig {
             )
             .field("batch_limit", &self.batch_limit)
             .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("max_delta_changes", &self.max_delta_changes)
             .field("quote_key_ids", &quote_key_ids)
             .field("quote_ttl_secs", &self.quote_ttl_secs)
             .finish()
@@ -68,6 +72,7 @@ impl Default for EdgeConfig {
             admin_token: None,
             batch_limit: 100,
             max_upload_bytes: 1 << 30,
+            max_delta_changes: edgeprice_server::api::DEFAULT_MAX_DELTA_CHANGES,
             quote_keys: Vec::new(),
             quote_ttl_secs: 15 * 60,
         }
@@ -126,6 +131,10 @@ impl EdgeConfig {
         anyhow::ensure!(
             self.max_upload_bytes >= 1024,
             "max_upload_bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            self.max_delta_changes >= 1,
+            "max_delta_changes must be at least 1"
         );
         if let Some(token) = &self.admin_token {
             anyhow::ensure!(

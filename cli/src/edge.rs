@@ -210,6 +210,7 @@ fn start_edge(config: &EdgeConfig) -> anyhow::Result<(Arc<SnapshotStore>, Server
                 batch_limit: config.batch_limit,
                 admin_token: config.admin_token.clone(),
                 max_upload_bytes: config.max_upload_bytes,
+                max_delta_changes: config.max_delta_changes,
             },
         )
         .with_quotes(config.quote_config()?)?,

@@ -18,15 +18,15 @@ const NOW: i64 = 1_790_000_040_000;
 const TOKEN: &str = "edge-admin-secret";
 
 fn edge() -> (Arc<SnapshotStore>, ServerHandle) {
+    edge_with(ApiConfig {
+        admin_token: Some(TOKEN.into()),
+        ..ApiConfig::default()
+    })
+}
+
+fn edge_with(config: ApiConfig) -> (Arc<SnapshotStore>, ServerHandle) {
     let store = Arc::new(SnapshotStore::open(None).unwrap());
-    let api = Api::new(
-        store.clone(),
-        Arc::new(Metrics::new(1)),
-        ApiConfig {
-            admin_token: Some(TOKEN.into()),
-            ..ApiConfig::default()
-        },
-    );
+    let api = Api::new(store.clone(), Arc::new(Metrics::new(1)), config);
     let handle = serve("127.0.0.1:0".parse().unwrap(), 1, Arc::new(api)).unwrap();
     (store, handle)
 }
@@ -264,4 +264,57 @@ fn each_edge_of_a_fan_out_is_resynced_on_its_own() {
     );
     edge_a.shutdown();
     edge_b.shutdown();
+}
+
+#[test]
+fn a_delta_larger_than_the_edge_takes_goes_as_a_full_snapshot() {
+    let (store, handle) = edge_with(ApiConfig {
+        admin_token: Some(TOKEN.into()),
+        max_delta_changes: 2,
+        ..ApiConfig::default()
+    });
+    let direct = publisher(handle.local_addr(), TOKEN);
+    let fan_out = FanOut::new(vec![Box::new(publisher(handle.local_addr(), TOKEN))]);
+    let first = SnapshotData {
+        version: 1,
+        created_at_ms: NOW,
+        promotions: None,
+        entries: vec![entry("A", 100)],
+    };
+    assert_eq!(fan_out.publish_snapshot(first), Ok(1));
+    let big = DeltaData {
+        base_version: 1,
+        version: 2,
+        created_at_ms: NOW,
+        promotions: None,
+        upserts: vec![entry("A", 110), entry("B", 200), entry("C", 300)],
+        removals: Vec::new(),
+    };
+    let refused = direct.publish_delta(big.clone());
+    assert!(
+        matches!(&refused, Err(PublishError::Rejected { status: 413, code, message })
+            if code == "delta_too_large" && message.contains("3 changes")),
+        "{refused:?}"
+    );
+    assert_eq!(edge_price(&store, "A"), Some((100, 100)), "nothing applied");
+
+    // The fan-out resyncs the edge with the whole table instead.
+    assert_eq!(fan_out.publish_delta(big), Ok(2));
+    assert_eq!(fan_out.edges_in_sync(), 1);
+    assert_eq!(store.load().as_ref().unwrap().version(), 2);
+    for (sku, price) in [("A", 110), ("B", 200), ("C", 300)] {
+        assert_eq!(edge_price(&store, sku), Some((price, price)), "{sku}");
+    }
+    // A delta within the limit is still applied as a delta.
+    let small = DeltaData {
+        base_version: 2,
+        version: 3,
+        created_at_ms: NOW,
+        promotions: None,
+        upserts: vec![entry("D", 400)],
+        removals: vec![PriceKey::chain_wide(Sku::new("C").unwrap())],
+    };
+    assert_eq!(direct.publish_delta(small), Ok(3));
+    assert_eq!(edge_price(&store, "C"), None);
+    handle.shutdown();
 }

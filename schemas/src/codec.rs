@@ -279,6 +279,22 @@ impl<'a> DeltaView<'a> {
     }
 }
 
+/// How many changes (upserts plus removals) an encoded delta carries, read from its two
+/// vector headers without looking at the entries: what an edge checks against its limit
+/// before it queues a delta. A vector element costs 4 bytes on the wire but a few
+/// hundred to apply, and elements may share one entry table, so an upload's byte size
+/// does not bound the work; its change count does.
+pub fn delta_change_count(buf: &[u8]) -> Result<usize, DecodeError> {
+    if !has_identifier(buf, DELTA_ID) {
+        return Err(DecodeError::WrongKind {
+            expected: "snapshot delta",
+        });
+    }
+    let tables = Tables(buf);
+    let root = tables.table(tables.uoffset(0)?)?;
+    Ok(root.vector(3)?.len + root.vector(4)?.len)
+}
+
 /// The error `decode_delta` gives for upsert `index` (which a quick check refused).
 fn full_entry_error(buf: &[u8], index: usize) -> DecodeError {
     let decoded = flatbuffers::root_with_opts::<fb::SnapshotDelta>(&verifier_options(), buf)
@@ -1044,6 +1060,24 @@ mod tests {
             view.removals().collect::<Vec<_>>(),
             data.removals.iter().map(KeyRef::of).collect::<Vec<_>>()
         );
+
+        assert_eq!(delta_change_count(&buf).unwrap(), 4);
+        let empty = encode_delta(&DeltaData {
+            upserts: vec![],
+            removals: vec![],
+            ..data.clone()
+        });
+        assert_eq!(delta_change_count(&empty).unwrap(), 0);
+        assert!(matches!(
+            delta_change_count(&encode_snapshot(&SnapshotData {
+                version: 1,
+                created_at_ms: 0,
+                entries: vec![],
+                promotions: None,
+            })),
+            Err(DecodeError::WrongKind { .. })
+        ));
+        assert!(delta_change_count(&buf[..12]).is_err());
 
         let mut below_floor = data.clone();
         below_floor.upserts[2].floor_minor = 1_000;

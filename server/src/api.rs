@@ -41,6 +41,10 @@ pub const JSON: &str = "application/json";
 pub const FLATBUFFERS: &str = "application/x-flatbuffers";
 const PROMETHEUS: &str = "text/plain; version=0.0.4";
 
+/// Default [`ApiConfig::max_delta_changes`]: a change set of a million-entry table's
+/// size, about 330 MB to apply.
+pub const DEFAULT_MAX_DELTA_CHANGES: usize = 1_000_000;
+
 /// Settings of the API.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -50,6 +54,12 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// Largest accepted snapshot or delta upload, in bytes.
     pub max_upload_bytes: usize,
+    /// Most changes (upserts plus removals) in one delta. Applying a change holds a few
+    /// hundred bytes until the new version is built, while on the wire it can be 4
+    /// bytes (elements may share an entry table), so the upload size alone does not
+    /// bound a delta's memory. A larger change set goes as a full snapshot: refused
+    /// deltas make the control plane resync the edge with one.
+    pub max_delta_changes: usize,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +68,7 @@ impl Default for ApiConfig {
             batch_limit: 100,
             admin_token: None,
             max_upload_bytes: 1 << 30,
+            max_delta_changes: DEFAULT_MAX_DELTA_CHANGES,
         }
     }
 }
@@ -538,7 +549,14 @@ impl Api {
                 encoded: body,
                 force,
             },
-            AdminCall::ApplyDelta => Update::Delta { encoded: body },
+            AdminCall::ApplyDelta => {
+                if let Some(refused) = self.oversized_delta(&body) {
+                    self.metrics
+                        .record(Route::Admin, refused.status, started.elapsed());
+                    return refused;
+                }
+                Update::Delta { encoded: body }
+            }
             AdminCall::Quote => unreachable!("quotes are answered above"),
         };
         let response = match self.store.update(update).await {
@@ -558,6 +576,23 @@ impl Api {
 }
 
 impl Api {
+    /// 413 for a delta with more changes than [`ApiConfig::max_delta_changes`], checked
+    /// from its vector headers before the writer sees it. (A delta too damaged to count
+    /// goes on to the writer, whose parse reports what is wrong with it.)
+    fn oversized_delta(&self, body: &[u8]) -> Option<Response> {
+        let changes = edgeprice_schemas::codec::delta_change_count(body).ok()?;
+        let limit = self.config.max_delta_changes;
+        (changes > limit).then(|| {
+            Response::error(
+                413,
+                "delta_too_large",
+                &format!(
+                    "the delta has {changes} changes (upserts and removals), more than this edge takes in one delta ({limit}, max_delta_changes); send them as a full snapshot"
+                ),
+            )
+        })
+    }
+
     /// `POST /v1/quote`: one snapshot version for the whole cart. Evaluating takes
     /// well under a millisecond (see benches/benches/quote.rs), so it runs inline.
     pub fn quote(&self, body: &[u8]) -> Response {

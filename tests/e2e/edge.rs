@@ -269,6 +269,7 @@ fn error_paths_answer_with_clear_codes() {
             admin_token: Some(TOKEN.into()),
             batch_limit: 3,
             max_upload_bytes: 4096,
+            max_delta_changes: 2,
         },
     );
     edge.admin_post(
@@ -372,6 +373,20 @@ fn error_paths_answer_with_clear_codes() {
         (reply.status, reply.code().as_str()),
         (413, "body_too_large")
     );
+    let three = delta(
+        1,
+        vec![entry(key("A", "s1", "*", "*"), 5)],
+        vec![key("B", "*", "*", "*"), key("C", "*", "*", "*")],
+    );
+    let reply = edge.admin_post("/v1/admin/snapshot/delta", &three);
+    assert_eq!(
+        (reply.status, reply.code().as_str()),
+        (413, "delta_too_large")
+    );
+    assert!(reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("3 changes"));
     let dup = snapshot(
         2,
         vec![
