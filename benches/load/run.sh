@@ -15,14 +15,15 @@
 #                                        only, about 1 minute; results go to the work
 #                                        directory unless RESULTS is set)
 # Settings (environment): DURATION (s, wrk and loadgen), CONNECTIONS, LOAD_PCT, SKUS,
-# STORES, CHANNELS, DELTA_ENTRIES, DELTA_INTERVAL_MS, SERVER_CPU, LOAD_CPU, BASE_PORT,
+# STORES, CHANNELS, DELTA_ENTRIES, DELTA_INTERVAL_MS, INTERLEAVE_ROUNDS, INTERLEAVE_SECONDS,
+# SERVER_CPU, LOAD_CPU, BASE_PORT,
 # CARGO_TARGET_DIR, NO_BUILD=1 (use existing binaries), KEEP=1 (keep the work dir),
 # RESULTS (output file).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 COMMAND="$0 $*"
-ENV_SHOWN=$(env | grep -E '^(QUICK|DELTA_ONLY|DURATION|CONNECTIONS|LOAD_PCT|SKUS|STORES|CHANNELS|DELTA_ENTRIES|DELTA_INTERVAL_MS|SERVER_CPU|LOAD_CPU|BASE_PORT|NO_BUILD)=' | sort | tr '\n' ' ' || true)
+ENV_SHOWN=$(env | grep -E '^(QUICK|DELTA_ONLY|INTERLEAVE_ROUNDS|INTERLEAVE_SECONDS|DURATION|CONNECTIONS|LOAD_PCT|SKUS|STORES|CHANNELS|DELTA_ENTRIES|DELTA_INTERVAL_MS|SERVER_CPU|LOAD_CPU|BASE_PORT|NO_BUILD)=' | sort | tr '\n' ' ' || true)
 LOADAVG_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 QUICK=${QUICK:-0}
 DELTA_ONLY=${DELTA_ONLY:-0}
@@ -30,6 +31,8 @@ if [[ $QUICK == 1 ]]; then
     DURATION=${DURATION:-2}
     SKUS=${SKUS:-20000}
     DELTA_ENTRIES=${DELTA_ENTRIES:-2000}
+    INTERLEAVE_ROUNDS=${INTERLEAVE_ROUNDS:-1}
+    INTERLEAVE_SECONDS=${INTERLEAVE_SECONDS:-2}
 fi
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -186,6 +189,9 @@ to_us() {
         if (v ~ /us$/) u = n; else if (v ~ /ms$/) u = n * 1000; else if (v ~ /s$/) u = n * 1000000; else u = n
         printf "%.0f", u }'
 }
+
+# a ÷ b to two places, or – without both.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "–"; else printf "%.2f", a / b }'; }
 
 # --- measurements ----------------------------------------------------------------
 
@@ -415,9 +421,72 @@ measure_http seed-redis-http "$SEED_URL" "$SEED_PID $REDIS_PID"
 NOTE[seed-redis-http]="${NOTE[seed-redis-http]:-} CPU and RSS: handler + redis-server"
 fi
 
+# --- CPU per GET, side by side ---------------------------------------------------
+
+# On a shared host the machine's speed drifts by tens of percent from one minute, or
+# one second, to the next: more than the difference between the HTTP servers, so runs
+# of each in turn can rank them either way. Here the edge and one peer run on the
+# server core at the same time, each under its own wrk on the load core, so both see
+# the same machine; each server's CPU per GET is its own CPU over the GETs it served.
+# INTERLEAVE_ROUNDS rounds of INTERLEAVE_SECONDS, against nginx and against bare hyper;
+# the medians of the per-round ratios are the figures.
+INTERLEAVE_ROUNDS=${INTERLEAVE_ROUNDS:-5}
+INTERLEAVE_SECONDS=${INTERLEAVE_SECONDS:-3}
+declare -A TURN_URL TURN_PIDS
+declare -a TURN_ROWS=()
+if [[ $DELTA_ONLY != 1 ]]; then
+log "CPU per GET side by side: $INTERLEAVE_ROUNDS rounds of ${INTERLEAVE_SECONDS}s, the edge with nginx, then with bare-hyper"
+start_server edgeprice-turns "$BIN/edgeprice" server --snapshot "$SNAPSHOT" --listen "127.0.0.1:$EDGE_PORT" \
+    --workers 1 --data-dir "$WORK/edge-data-turns" --admin-token "$TOKEN"
+TURN_URL[edgeprice]="http://127.0.0.1:$EDGE_PORT$PRICE_PATH"
+TURN_PIDS[edgeprice]=$STARTED
+wait_http "${TURN_URL[edgeprice]}" "$WORK/edgeprice-turns.log" "$STARTED"
+start_server nginx-turns "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
+TURN_URL[nginx]="http://127.0.0.1:$NGINX_PORT$PRICE_PATH"
+wait_http "${TURN_URL[nginx]}" "$WORK/nginx-turns.log" "$STARTED"
+TURN_PIDS[nginx]=$(with_children "$STARTED")
+start_server peer_hyper-turns "$BIN/peer_hyper" --listen "127.0.0.1:$HYPER_PORT" --workers 1 --body-file "$WORK/body.json"
+TURN_URL[bare-hyper]="http://127.0.0.1:$HYPER_PORT$PRICE_PATH"
+TURN_PIDS[bare-hyper]=$STARTED
+wait_http "${TURN_URL[bare-hyper]}" "$WORK/peer_hyper-turns.log" "$STARTED"
+for peer in edgeprice nginx bare-hyper; do
+    cmp -s <(curl -sf "${TURN_URL[$peer]}") "$WORK/body.json" || die "$peer does not answer the same body"
+done
+# The new edge writes its snapshot to its data directory after it starts serving; the
+# rounds start once that is on disk, and after a warm-up of each server.
+for _ in $(seq 1 600); do
+    curl -fsS "http://127.0.0.1:$EDGE_PORT/metrics" | awk '
+        /^edgeprice_snapshot_version / { v = $2 } /^edgeprice_snapshot_persisted_version / { p = $2 }
+        END { exit !(v > 0 && v == p) }' && break
+    sleep 0.1
+done
+for peer in edgeprice nginx bare-hyper; do
+    taskset -c "$LOAD_CPU" wrk -t1 "-c$CONNECTIONS" -d1s "${TURN_URL[$peer]}" >/dev/null
+done
+# Both servers' CPU per GET (µs, two places) while one wrk loads each at once.
+side_by_side() {
+    local a=$1 b=$2 a0 b0 a1 b1
+    # shellcheck disable=SC2086
+    a0=$(cpu_us ${TURN_PIDS[$a]}) b0=$(cpu_us ${TURN_PIDS[$b]})
+    taskset -c "$LOAD_CPU" wrk -t1 "-c$CONNECTIONS" "-d${INTERLEAVE_SECONDS}s" "${TURN_URL[$a]}" >"$WORK/side.$a.txt" &
+    local wrk_a=$!
+    taskset -c "$LOAD_CPU" wrk -t1 "-c$CONNECTIONS" "-d${INTERLEAVE_SECONDS}s" "${TURN_URL[$b]}" >"$WORK/side.$b.txt"
+    wait "$wrk_a"
+    # shellcheck disable=SC2086
+    a1=$(cpu_us ${TURN_PIDS[$a]}) b1=$(cpu_us ${TURN_PIDS[$b]})
+    awk -v c=$((a1 - a0)) -v n="$(awk '/requests in/ {print $1}' "$WORK/side.$a.txt")" 'BEGIN { printf "%.2f ", c / n }'
+    awk -v c=$((b1 - b0)) -v n="$(awk '/requests in/ {print $1}' "$WORK/side.$b.txt")" 'BEGIN { printf "%.2f\n", c / n }'
+}
+for round in $(seq 1 "$INTERLEAVE_ROUNDS"); do
+    read -r edge_n nginx_cpu < <(side_by_side edgeprice nginx)
+    read -r edge_h hyper_cpu < <(side_by_side edgeprice bare-hyper)
+    TURN_ROWS+=("| $round | $edge_n | $nginx_cpu | $(ratio "$edge_n" "$nginx_cpu") | $edge_h | $hyper_cpu | $(ratio "$edge_h" "$hyper_cpu") |")
+    log "round $round: CPU µs/GET edgeprice $edge_n vs nginx $nginx_cpu; edgeprice $edge_h vs bare-hyper $hyper_cpu"
+done
+fi
+
 # --- report ----------------------------------------------------------------------
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "–"; else printf "%.2f", a / b }'; }
 cell() { local v=${1:-}; echo "${v:-–}"; }
 
 table() {
@@ -442,6 +511,24 @@ table() {
 # over 5 ms: a tail spread over the whole run, or a few stalls.
 slow_windows() {
     jq -r '"\([.timeline[] | select(.max_us > 5000)] | length) of \(.timeline | length)"' "$1"
+}
+
+# Median of column $1 (1-based, as the table shows it) of the side-by-side rows.
+turns_median() {
+    printf '%s\n' "${TURN_ROWS[@]}" | awk -F'|' -v c="$(($1 + 1))" '{ gsub(/ /, "", $c); print $c }' | sort -n |
+        awk '{ v[NR] = $1 } END { printf "%.2f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
+# The side-by-side rounds, and the medians of their per-round ratios.
+turns_section() {
+    echo "Server CPU µs per GET, the edge and one peer on core $SERVER_CPU at the same time, each under its own"
+    echo "\`wrk -t1 -c$CONNECTIONS -d${INTERLEAVE_SECONDS}s\` on core $LOAD_CPU (single-key path, same body): both see the same machine."
+    echo
+    echo "| round | edgeprice | nginx | edge÷nginx | edgeprice | bare-hyper | edge÷hyper |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|"
+    printf '%s\n' "${TURN_ROWS[@]}"
+    echo
+    echo "Median of the rounds: edge÷nginx $(turns_median 4), edge÷hyper $(turns_median 7) (below 1 favours the edge)."
 }
 
 delta_section() {
@@ -496,6 +583,12 @@ REPORT=$WORK/RESULTS.md
     echo "design runs two processes there, so it gets two shares) and partly wrk's own limit: CPU µs/req is the figure to compare."
     echo "\"fell behind the schedule\": at that fixed rate requests left late, so its latencies include queueing behind stalls."
     echo
+    if ((${#TURN_ROWS[@]})); then
+        echo "## CPU per GET, side by side"
+        echo
+        turns_section
+        echo
+    fi
     echo "## Snapshot deltas under load"
     echo
     delta_section
