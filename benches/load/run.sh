@@ -8,7 +8,8 @@
 # from /proc/PID/stat) and its RSS afterwards. Then the edge under fixed-rate load while
 # delta_pusher applies snapshot deltas. Writes a markdown table to benches/RESULTS.md.
 #
-# Usage: benches/load/run.sh            (about 5 minutes)
+# Usage: benches/load/run.sh            (about 5 minutes: the machine's stalls, every peer,
+#                                        CPU per GET side by side, the delta scenario)
 #        QUICK=1 benches/load/run.sh    (smoke test, about 1 minute; results go to
 #                                        the work directory, not benches/RESULTS.md)
 #        DELTA_ONLY=1 benches/load/run.sh  (the edge's spread rows and the delta scenario
@@ -454,12 +455,17 @@ for peer in edgeprice nginx bare-hyper; do
 done
 # The new edge writes its snapshot to its data directory after it starts serving; the
 # rounds start once that is on disk, and after a warm-up of each server.
+persisted=0
 for _ in $(seq 1 600); do
-    curl -fsS "http://127.0.0.1:$EDGE_PORT/metrics" | awk '
+    if curl -fsS "http://127.0.0.1:$EDGE_PORT/metrics" | awk '
         /^edgeprice_snapshot_version / { v = $2 } /^edgeprice_snapshot_persisted_version / { p = $2 }
-        END { exit !(v > 0 && v == p) }' && break
+        END { exit !(v > 0 && v == p) }'; then
+        persisted=1
+        break
+    fi
     sleep 0.1
 done
+((persisted)) || die "the side-by-side edge did not persist its snapshot within 60 s: see $WORK/edgeprice-turns.log"
 for peer in edgeprice nginx bare-hyper; do
     taskset -c "$LOAD_CPU" wrk -t1 "-c$CONNECTIONS" -d1s "${TURN_URL[$peer]}" >/dev/null
 done
@@ -474,12 +480,24 @@ side_by_side() {
     wait "$wrk_a"
     # shellcheck disable=SC2086
     a1=$(cpu_us ${TURN_PIDS[$a]}) b1=$(cpu_us ${TURN_PIDS[$b]})
-    awk -v c=$((a1 - a0)) -v n="$(awk '/requests in/ {print $1}' "$WORK/side.$a.txt")" 'BEGIN { printf "%.2f ", c / n }'
-    awk -v c=$((b1 - b0)) -v n="$(awk '/requests in/ {print $1}' "$WORK/side.$b.txt")" 'BEGIN { printf "%.2f\n", c / n }'
+    local per_get='BEGIN { if (n > 0) printf "%.2f", c / n; else exit 1 }'
+    awk -v c=$((a1 - a0)) -v n="$(awk '/requests in/ {print $1}' "$WORK/side.$a.txt")" "$per_get"
+    printf ' '
+    awk -v c=$((b1 - b0)) -v n="$(awk '/requests in/ {print $1}' "$WORK/side.$b.txt")" "$per_get"
+}
+# "A B", or the run stops with what went wrong.
+side_by_side_checked() {
+    local line
+    line=$(side_by_side "$1" "$2") && [[ $line =~ ^[0-9.]+\ [0-9.]+$ ]] ||
+        die "side-by-side round of $1 and $2 failed (got '${line:-}'): see $WORK/side.$1.txt, $WORK/side.$2.txt"
+    echo "$line"
 }
 for round in $(seq 1 "$INTERLEAVE_ROUNDS"); do
-    read -r edge_n nginx_cpu < <(side_by_side edgeprice nginx)
-    read -r edge_h hyper_cpu < <(side_by_side edgeprice bare-hyper)
+    # (An assignment, so a failed round stops the run: `set -e` sees its status.)
+    pair=$(side_by_side_checked edgeprice nginx)
+    read -r edge_n nginx_cpu <<<"$pair"
+    pair=$(side_by_side_checked edgeprice bare-hyper)
+    read -r edge_h hyper_cpu <<<"$pair"
     TURN_ROWS+=("| $round | $edge_n | $nginx_cpu | $(ratio "$edge_n" "$nginx_cpu") | $edge_h | $hyper_cpu | $(ratio "$edge_h" "$hyper_cpu") |")
     log "round $round: CPU µs/GET edgeprice $edge_n vs nginx $nginx_cpu; edgeprice $edge_h vs bare-hyper $hyper_cpu"
 done
@@ -508,9 +526,9 @@ table() {
 }
 
 # "N of M" 100-ms windows of a loadgen --timeline-ms 100 run whose slowest GET took
-# over 5 ms: a tail spread over the whole run, or a few stalls.
+# over 5 ms or failed: a tail spread over the whole run, or a few stalls.
 slow_windows() {
-    jq -r '"\([.timeline[] | select(.max_us > 5000)] | length) of \(.timeline | length)"' "$1"
+    jq -r '"\([.timeline[] | select(.max_us > 5000 or .failed > 0)] | length) of \(.timeline | length)"' "$1"
 }
 
 # Median of column $1 (1-based, as the table shows it) of the side-by-side rows.
@@ -543,7 +561,7 @@ delta_section() {
     echo "| GET achieved req/s | $(jq -r '.achieved_rps' "$l") |"
     echo "| GET p50 / p99 / p99.9 / max µs | $(jq -r '"\(.p50_us) / \(.p99_us) / \(.p999_us) / \(.max_us)"' "$l") |"
     echo "| GET p99 µs without deltas (same rate) | ${FIX_P99[edgeprice-spread]} |"
-    echo "| 100-ms windows whose slowest GET took over 5 ms, without / with deltas | $(slow_windows "$WORK/edgeprice-spread.loadgen.json") / $(slow_windows "$l") |"
+    echo "| 100-ms windows whose slowest GET took over 5 ms (or failed), without / with deltas | $(slow_windows "$WORK/edgeprice-spread.loadgen.json") / $(slow_windows "$l") |"
     echo "| GET send lag p99 / max µs (late sends: the edge held connections) | $(jq -r '"\(.send_lag_p99_us) / \(.send_lag_max_us)"' "$l") |"
     echo "| GET errors / non-2xx / timeouts | $(jq -r '"\(.errors) / \(.non_2xx) / \(.timeouts)"' "$l") |"
     echo "| deltas applied / conflicts / errors | $(jq -r '"\(.applied) / \(.conflicts) / \(.errors)"' "$d") |"

@@ -181,6 +181,27 @@ mod tests {
     }
 
     #[test]
+    fn limits_must_admit_something() {
+        for (text, error) in [
+            ("batch_limit = 0", "batch_limit must be at least 1"),
+            (
+                "max_upload_bytes = 10",
+                "max_upload_bytes must be at least 1024",
+            ),
+            (
+                "max_delta_changes = 0",
+                "max_delta_changes must be at least 1",
+            ),
+        ] {
+            let config: EdgeConfig = toml::from_str(text).unwrap();
+            assert_eq!(config.validate().unwrap_err().to_string(), error, "{text}");
+        }
+        let config: EdgeConfig = toml::from_str("max_delta_changes = 5").unwrap();
+        assert_eq!(config.max_delta_changes, 5);
+        config.validate().unwrap();
+    }
+
+    #[test]
     fn the_example_deployment_config_is_valid() {
         let config: EdgeConfig = toml::from_str(include_str!("../../deploy/edge.toml")).unwrap();
         assert_eq!(config.listen.port(), 8080);

@@ -577,8 +577,10 @@ impl Api {
 
 impl Api {
     /// 413 for a delta with more changes than [`ApiConfig::max_delta_changes`], checked
-    /// from its vector headers before the writer sees it. (A delta too damaged to count
-    /// goes on to the writer, whose parse reports what is wrong with it.)
+    /// from its vector headers before the writer sees it, so before its base version
+    /// is: an oversized delta on a stale base gets 413, not 409 (a publisher resyncs
+    /// with a full snapshot on either). A delta too damaged to count goes on to the
+    /// writer, whose parse reports what is wrong with it.
     fn oversized_delta(&self, body: &[u8]) -> Option<Response> {
         let changes = edgeprice_schemas::codec::delta_change_count(body).ok()?;
         let limit = self.config.max_delta_changes;

@@ -110,13 +110,69 @@ struct Report {
 }
 
 /// One `--timeline-ms` window of the measured run.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
 struct Slice {
     /// Start of the window, ms after measuring began.
     at_ms: u64,
     responses: u64,
+    /// Requests of the window that failed or were still unanswered at the end.
+    failed: u64,
+    /// Slowest request of the window, answered or not (an unanswered one counts until
+    /// the generator gave up on it).
     max_us: f64,
     max_send_lag_us: f64,
+}
+
+/// The measured run cut into windows by scheduled send time.
+#[derive(Debug, Default)]
+struct Timeline {
+    /// Window length; 0: no timeline.
+    slice_ns: u64,
+    /// Start of the first window (ns since the origin).
+    from_ns: u64,
+    slices: Vec<Slice>,
+}
+
+impl Timeline {
+    fn new(slice_ms: u64, from_ns: u64, duration_ns: u64) -> anyhow::Result<Timeline> {
+        let slice_ns = slice_ms
+            .checked_mul(1_000_000)
+            .filter(|&ns| ns > 0)
+            .context("--timeline-ms must be positive and below 2^64 ns")?;
+        let slices = (0..duration_ns.div_ceil(slice_ns))
+            .map(|i| Slice {
+                at_ms: i * slice_ms,
+                ..Slice::default()
+            })
+            .collect();
+        Ok(Timeline {
+            slice_ns,
+            from_ns,
+            slices,
+        })
+    }
+
+    /// Records a request scheduled at `scheduled_ns`: `answered`, or failed, after
+    /// `latency_ns`, sent `lag_ns` late. Outside the windows (or without a timeline): ignored.
+    fn record(&mut self, scheduled_ns: u64, lag_ns: u64, latency_ns: u64, answered: bool) {
+        if self.slice_ns == 0 || scheduled_ns < self.from_ns {
+            return;
+        }
+        let at = (scheduled_ns - self.from_ns) / self.slice_ns;
+        let Some(slice) = usize::try_from(at)
+            .ok()
+            .and_then(|at| self.slices.get_mut(at))
+        else {
+            return;
+        };
+        if answered {
+            slice.responses += 1;
+        } else {
+            slice.failed += 1;
+        }
+        slice.max_us = slice.max_us.max(latency_ns as f64 / 1e3);
+        slice.max_send_lag_us = slice.max_send_lag_us.max(lag_ns as f64 / 1e3);
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -174,9 +230,8 @@ struct Stats {
     non_2xx: u64,
     timeouts: u64,
     total_responses: u64,
-    /// `--timeline-ms` windows (empty without it) and their length in ns.
-    timeline: Vec<Slice>,
-    slice_ns: u64,
+    /// `--timeline-ms` windows (none without it).
+    timeline: Timeline,
 }
 
 /// One keep-alive connection: its schedule and the exchange in progress.
@@ -268,8 +323,7 @@ impl Run {
                 non_2xx: 0,
                 timeouts: 0,
                 total_responses: 0,
-                timeline: Vec::new(),
-                slice_ns: 0,
+                timeline: Timeline::default(),
             },
             args_url: args.url.clone(),
             rate: args.rate,
@@ -294,15 +348,7 @@ impl Run {
         run.end_ns = run.record_from_ns + ns(args.duration);
         run.give_up_ns = run.end_ns + ns(args.grace);
         if let Some(ms) = args.timeline_ms {
-            anyhow::ensure!(ms > 0, "--timeline-ms must be positive");
-            run.stats.slice_ns = ms * 1_000_000;
-            let slices = ns(args.duration).div_ceil(run.stats.slice_ns);
-            run.stats.timeline = (0..slices)
-                .map(|i| Slice {
-                    at_ms: i * ms,
-                    ..Slice::default()
-                })
-                .collect();
+            run.stats.timeline = Timeline::new(ms, run.record_from_ns, ns(args.duration))?;
         }
         for index in 0..args.connections {
             let first = start_ns + ns(index as f64 / args.rate);
@@ -377,11 +423,21 @@ impl Run {
                 }
             }
         }
-        self.stats.timeouts += self
-            .connections
-            .iter()
-            .filter(|c| c.sent_ns.is_some())
-            .count() as u64;
+        for connection in &self.connections {
+            let Some(sent) = connection.sent_ns else {
+                continue;
+            };
+            self.stats.timeouts += 1;
+            let scheduled = connection.scheduled_ns;
+            if scheduled < self.end_ns {
+                self.stats.timeline.record(
+                    scheduled,
+                    sent.saturating_sub(scheduled),
+                    self.give_up_ns.saturating_sub(scheduled),
+                    false,
+                );
+            }
+        }
         let cpu_ns = process_cpu_ns().saturating_sub(cpu_before);
         Ok(self.report(cpu_ns))
     }
@@ -558,21 +614,10 @@ impl Run {
             stats.scheduled += 1;
             let lag = sent.saturating_sub(scheduled);
             stats.send_lag.saturating_record(lag);
-            let slice = match stats.slice_ns {
-                0 => None,
-                len => {
-                    let at = ((scheduled - self.record_from_ns) / len) as usize;
-                    stats.timeline.get_mut(at)
-                }
-            };
             let latency = now.saturating_sub(scheduled);
-            if let Some(slice) = slice {
-                slice.max_send_lag_us = slice.max_send_lag_us.max(lag as f64 / 1e3);
-                if status.is_some() {
-                    slice.responses += 1;
-                    slice.max_us = slice.max_us.max(latency as f64 / 1e3);
-                }
-            }
+            stats
+                .timeline
+                .record(scheduled, lag, latency, status.is_some());
             if let Some(status) = status {
                 if !(200..300).contains(&status) {
                     stats.non_2xx += 1;
@@ -614,7 +659,7 @@ impl Run {
             cpu_us_per_response: (cpu_ns as f64 / stats.total_responses.max(1) as f64 / 100.0)
                 .round()
                 / 10.0,
-            timeline: stats.timeline.clone(),
+            timeline: stats.timeline.slices.clone(),
         }
     }
 }
@@ -751,6 +796,35 @@ mod tests {
                 close: true
             })
         );
+    }
+
+    #[test]
+    fn timeline_windows_take_requests_by_scheduled_time() {
+        let ms = 1_000_000;
+        let mut timeline = Timeline::new(100, 5_000 * ms, 250 * ms).unwrap();
+        assert_eq!(timeline.slices.len(), 3, "a partial last window is kept");
+        timeline.record(5_000 * ms, 0, 2 * ms, true);
+        timeline.record(5_099 * ms, ms, 7 * ms, true);
+        timeline.record(5_100 * ms, 0, 3 * ms, false);
+        timeline.record(4_999 * ms, 0, 90 * ms, true); // warm-up: not recorded
+        timeline.record(5_300 * ms, 0, 90 * ms, true); // past the end: not recorded
+        let slice = |at_ms, responses, failed, max_us: f64, max_send_lag_us: f64| Slice {
+            at_ms,
+            responses,
+            failed,
+            max_us,
+            max_send_lag_us,
+        };
+        assert_eq!(
+            timeline.slices,
+            vec![
+                slice(0, 2, 0, 7_000.0, 1_000.0),
+                slice(100, 0, 1, 3_000.0, 0.0),
+                slice(200, 0, 0, 0.0, 0.0),
+            ]
+        );
+        assert!(Timeline::new(0, 0, ms).is_err());
+        assert!(Timeline::new(u64::MAX / 1_000, 0, ms).is_err());
     }
 
     #[test]
