@@ -534,6 +534,16 @@ impl Api {
         }
     }
 
+    /// Records an answer the transport gave a call itself, without running it (its
+    /// body was too large or could not be read), so `/metrics` counts it like the rest.
+    pub fn record_refused(&self, call: AdminCall, status: u16, elapsed: std::time::Duration) {
+        let route = match call {
+            AdminCall::Quote => Route::Quote,
+            AdminCall::LoadSnapshot { .. } | AdminCall::ApplyDelta => Route::Admin,
+        };
+        self.metrics.record(route, status, elapsed);
+    }
+
     /// Runs an admin call with its body. The heavy work happens on the snapshot
     /// writer thread; this only waits for it.
     pub async fn admin(&self, call: AdminCall, body: Bytes) -> Response {

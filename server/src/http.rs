@@ -198,6 +198,7 @@ impl Service<hyper::Request<Incoming>> for EdgeService {
             Routed::NeedsBody(call) => {
                 let api = Arc::clone(&self.api);
                 let limit = api.body_limit(call);
+                let started = std::time::Instant::now();
                 ResponseFuture::Admin(Box::pin(async move {
                     let body = match Limited::new(req.into_body(), limit).collect().await {
                         Ok(collected) => collected.to_bytes(),
@@ -218,6 +219,7 @@ impl Service<hyper::Request<Incoming>> for EdgeService {
                                     &format!("could not read the request body: {err}"),
                                 )
                             };
+                            api.record_refused(call, response.status, started.elapsed());
                             return to_hyper(response);
                         }
                     };

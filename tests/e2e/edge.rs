@@ -410,6 +410,11 @@ fn error_paths_answer_with_clear_codes() {
         metrics.contains("edgeprice_snapshot_updates_total{result=\"failed\"} 5"),
         "{metrics}"
     );
+    // Both 413s (the transport's body limit and the delta's change limit) are counted.
+    assert!(
+        metrics.contains("edgeprice_http_requests_total{route=\"admin\",status=\"413\"} 2"),
+        "{metrics}"
+    );
 }
 
 /// Readers hammer the batch endpoint while a writer applies deltas that set every SKU's
