@@ -29,6 +29,9 @@ pub struct EdgeConfig {
     /// Most changes (upserts plus removals) in one delta; a larger one is refused (413
     /// `delta_too_large`) and the control plane sends a full snapshot instead.
     pub max_delta_changes: usize,
+    /// Most entries in one uploaded snapshot; a larger one is refused (413
+    /// `snapshot_too_large`).
+    pub max_snapshot_entries: usize,
     /// Quote signing keys as `kid:secret` (secret at least 32 bytes, shared with the
     /// control plane); the first signs, the others still verify (key rotation). Empty
     /// disables `POST /v1/quote` (503 `quotes_disabled`).
@@ -56,6 +59,7 @@ impl std::fmt::Debug for EdgeConfig {
             .field("batch_limit", &self.batch_limit)
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("max_delta_changes", &self.max_delta_changes)
+            .field("max_snapshot_entries", &self.max_snapshot_entries)
             .field("quote_key_ids", &quote_key_ids)
             .field("quote_ttl_secs", &self.quote_ttl_secs)
             .finish()
@@ -73,6 +77,7 @@ impl Default for EdgeConfig {
             batch_limit: 100,
             max_upload_bytes: 1 << 30,
             max_delta_changes: edgeprice_server::api::DEFAULT_MAX_DELTA_CHANGES,
+            max_snapshot_entries: edgeprice_server::api::DEFAULT_MAX_SNAPSHOT_ENTRIES,
             quote_keys: Vec::new(),
             quote_ttl_secs: 15 * 60,
         }
@@ -135,6 +140,10 @@ impl EdgeConfig {
         anyhow::ensure!(
             self.max_delta_changes >= 1,
             "max_delta_changes must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_snapshot_entries >= 1,
+            "max_snapshot_entries must be at least 1"
         );
         if let Some(token) = &self.admin_token {
             anyhow::ensure!(

@@ -211,6 +211,7 @@ fn start_edge(config: &EdgeConfig) -> anyhow::Result<(Arc<SnapshotStore>, Server
                 admin_token: config.admin_token.clone(),
                 max_upload_bytes: config.max_upload_bytes,
                 max_delta_changes: config.max_delta_changes,
+                max_snapshot_entries: config.max_snapshot_entries,
             },
         )
         .with_quotes(config.quote_config()?)?,

@@ -295,6 +295,20 @@ pub fn delta_change_count(buf: &[u8]) -> Result<usize, DecodeError> {
     Ok(root.vector(3)?.len + root.vector(4)?.len)
 }
 
+/// How many entries an encoded full snapshot carries, read from its vector header (the
+/// same reasoning as [`delta_change_count`]: decoding an entry costs a few hundred bytes,
+/// while its vector element is 4 on the wire).
+pub fn snapshot_entry_count(buf: &[u8]) -> Result<usize, DecodeError> {
+    if !has_identifier(buf, SNAPSHOT_ID) {
+        return Err(DecodeError::WrongKind {
+            expected: "snapshot",
+        });
+    }
+    let tables = Tables(buf);
+    let root = tables.table(tables.uoffset(0)?)?;
+    Ok(root.vector(2)?.len)
+}
+
 /// The error `decode_delta` gives for upsert `index` (which a quick check refused).
 fn full_entry_error(buf: &[u8], index: usize) -> DecodeError {
     let decoded = flatbuffers::root_with_opts::<fb::SnapshotDelta>(&verifier_options(), buf)
@@ -1078,6 +1092,18 @@ mod tests {
             Err(DecodeError::WrongKind { .. })
         ));
         assert!(delta_change_count(&buf[..12]).is_err());
+        assert!(matches!(
+            snapshot_entry_count(&buf),
+            Err(DecodeError::WrongKind { .. })
+        ));
+        let snapshot = encode_snapshot(&SnapshotData {
+            version: 1,
+            created_at_ms: 0,
+            entries: data.upserts.clone(),
+            promotions: None,
+        });
+        assert_eq!(snapshot_entry_count(&snapshot).unwrap(), 3);
+        assert!(snapshot_entry_count(&snapshot[..12]).is_err());
 
         let mut below_floor = data.clone();
         below_floor.upserts[2].floor_minor = 1_000;

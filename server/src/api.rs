@@ -45,6 +45,10 @@ const PROMETHEUS: &str = "text/plain; version=0.0.4";
 /// size, about 330 MB to apply.
 pub const DEFAULT_MAX_DELTA_CHANGES: usize = 1_000_000;
 
+/// Default [`ApiConfig::max_snapshot_entries`]: twenty times the benchmark table, about
+/// 3 GB held once built and as much again while decoding.
+pub const DEFAULT_MAX_SNAPSHOT_ENTRIES: usize = 20_000_000;
+
 /// Settings of the API.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -60,6 +64,10 @@ pub struct ApiConfig {
     /// bound a delta's memory. A larger change set goes as a full snapshot: refused
     /// deltas make the control plane resync the edge with one.
     pub max_delta_changes: usize,
+    /// Most entries in one full snapshot upload, for the same reason: the edge refuses
+    /// a larger table (413 `snapshot_too_large`) instead of running out of memory
+    /// decoding it.
+    pub max_snapshot_entries: usize,
 }
 
 impl Default for ApiConfig {
@@ -69,6 +77,7 @@ impl Default for ApiConfig {
             admin_token: None,
             max_upload_bytes: 1 << 30,
             max_delta_changes: DEFAULT_MAX_DELTA_CHANGES,
+            max_snapshot_entries: DEFAULT_MAX_SNAPSHOT_ENTRIES,
         }
     }
 }
@@ -555,10 +564,17 @@ impl Api {
             return response;
         }
         let update = match call {
-            AdminCall::LoadSnapshot { force } => Update::Full {
-                encoded: body,
-                force,
-            },
+            AdminCall::LoadSnapshot { force } => {
+                if let Some(refused) = self.oversized_snapshot(&body) {
+                    self.metrics
+                        .record(Route::Admin, refused.status, started.elapsed());
+                    return refused;
+                }
+                Update::Full {
+                    encoded: body,
+                    force,
+                }
+            }
             AdminCall::ApplyDelta => {
                 if let Some(refused) = self.oversized_delta(&body) {
                     self.metrics
@@ -586,6 +602,22 @@ impl Api {
 }
 
 impl Api {
+    /// 413 for a snapshot with more entries than [`ApiConfig::max_snapshot_entries`]
+    /// (counted like [`Api::oversized_delta`]).
+    fn oversized_snapshot(&self, body: &[u8]) -> Option<Response> {
+        let entries = edgeprice_schemas::codec::snapshot_entry_count(body).ok()?;
+        let limit = self.config.max_snapshot_entries;
+        (entries > limit).then(|| {
+            Response::error(
+                413,
+                "snapshot_too_large",
+                &format!(
+                    "the snapshot has {entries} entries, more than this edge holds ({limit}, max_snapshot_entries)"
+                ),
+            )
+        })
+    }
+
     /// 413 for a delta with more changes than [`ApiConfig::max_delta_changes`], checked
     /// from its vector headers before the writer sees it, so before its base version
     /// is: an oversized delta on a stale base gets 413, not 409 (a publisher resyncs

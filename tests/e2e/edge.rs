@@ -270,6 +270,7 @@ fn error_paths_answer_with_clear_codes() {
             batch_limit: 3,
             max_upload_bytes: 4096,
             max_delta_changes: 2,
+            max_snapshot_entries: 2,
         },
     );
     edge.admin_post(
@@ -387,6 +388,19 @@ fn error_paths_answer_with_clear_codes() {
         .as_str()
         .unwrap()
         .contains("3 changes"));
+    let three_entries = snapshot(
+        2,
+        vec![
+            entry(key("A", "s1", "*", "*"), 5),
+            entry(key("B", "*", "*", "*"), 6),
+            entry(key("C", "*", "*", "*"), 7),
+        ],
+    );
+    let reply = edge.admin_post("/v1/admin/snapshot", &three_entries);
+    assert_eq!(
+        (reply.status, reply.code().as_str()),
+        (413, "snapshot_too_large")
+    );
     let dup = snapshot(
         2,
         vec![
@@ -410,9 +424,9 @@ fn error_paths_answer_with_clear_codes() {
         metrics.contains("edgeprice_snapshot_updates_total{result=\"failed\"} 5"),
         "{metrics}"
     );
-    // Both 413s (the transport's body limit and the delta's change limit) are counted.
+    // The 413s (the transport's body limit, the delta's and the snapshot's) are counted.
     assert!(
-        metrics.contains("edgeprice_http_requests_total{route=\"admin\",status=\"413\"} 2"),
+        metrics.contains("edgeprice_http_requests_total{route=\"admin\",status=\"413\"} 3"),
         "{metrics}"
     );
 }
