@@ -226,14 +226,8 @@ pub struct DeltaView<'a> {
 impl<'a> DeltaView<'a> {
     /// Checks and validates an encoded delta (the same checks as [`decode_delta`]).
     pub fn parse(buf: &'a [u8]) -> Result<DeltaView<'a>, DecodeError> {
-        if !has_identifier(buf, DELTA_ID) {
-            return Err(DecodeError::WrongKind {
-                expected: "snapshot delta",
-            });
-        }
-        let tables = Tables(buf);
-        let root_at = tables.uoffset(0)?;
-        let root = tables.table(root_at)?;
+        let root = root_table(buf, DELTA_ID, "snapshot delta")?;
+        let tables = root.tables;
         let (upserts, removals) = (root.vector(3)?, root.vector(4)?);
         let mut view = DeltaView {
             base_version: root.u64(0)?,
@@ -285,28 +279,27 @@ impl<'a> DeltaView<'a> {
 /// hundred to apply, and elements may share one entry table, so an upload's byte size
 /// does not bound the work; its change count does.
 pub fn delta_change_count(buf: &[u8]) -> Result<usize, DecodeError> {
-    if !has_identifier(buf, DELTA_ID) {
-        return Err(DecodeError::WrongKind {
-            expected: "snapshot delta",
-        });
-    }
-    let tables = Tables(buf);
-    let root = tables.table(tables.uoffset(0)?)?;
+    let root = root_table(buf, DELTA_ID, "snapshot delta")?;
     Ok(root.vector(3)?.len + root.vector(4)?.len)
 }
 
-/// How many entries an encoded full snapshot carries, read from its vector header (the
-/// same reasoning as [`delta_change_count`]: decoding an entry costs a few hundred bytes,
-/// while its vector element is 4 on the wire).
+/// How many entries an encoded full snapshot carries, read from its vector header, for
+/// the same reason as [`delta_change_count`].
 pub fn snapshot_entry_count(buf: &[u8]) -> Result<usize, DecodeError> {
-    if !has_identifier(buf, SNAPSHOT_ID) {
-        return Err(DecodeError::WrongKind {
-            expected: "snapshot",
-        });
+    Ok(root_table(buf, SNAPSHOT_ID, "snapshot")?.vector(2)?.len)
+}
+
+/// The root table of a buffer with file identifier `id` (`expected` names the kind).
+fn root_table<'a>(
+    buf: &'a [u8],
+    id: &str,
+    expected: &'static str,
+) -> Result<TableAt<'a>, DecodeError> {
+    if !has_identifier(buf, id) {
+        return Err(DecodeError::WrongKind { expected });
     }
     let tables = Tables(buf);
-    let root = tables.table(tables.uoffset(0)?)?;
-    Ok(root.vector(2)?.len)
+    Ok(tables.table(tables.uoffset(0)?)?)
 }
 
 /// The error `decode_delta` gives for upsert `index` (which a quick check refused).

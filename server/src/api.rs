@@ -563,26 +563,17 @@ impl Api {
                 .record(Route::Quote, response.status, started.elapsed());
             return response;
         }
+        if let Some(refused) = self.oversized(call, &body) {
+            self.metrics
+                .record(Route::Admin, refused.status, started.elapsed());
+            return refused;
+        }
         let update = match call {
-            AdminCall::LoadSnapshot { force } => {
-                if let Some(refused) = self.oversized_snapshot(&body) {
-                    self.metrics
-                        .record(Route::Admin, refused.status, started.elapsed());
-                    return refused;
-                }
-                Update::Full {
-                    encoded: body,
-                    force,
-                }
-            }
-            AdminCall::ApplyDelta => {
-                if let Some(refused) = self.oversized_delta(&body) {
-                    self.metrics
-                        .record(Route::Admin, refused.status, started.elapsed());
-                    return refused;
-                }
-                Update::Delta { encoded: body }
-            }
+            AdminCall::LoadSnapshot { force } => Update::Full {
+                encoded: body,
+                force,
+            },
+            AdminCall::ApplyDelta => Update::Delta { encoded: body },
             AdminCall::Quote => unreachable!("quotes are answered above"),
         };
         let response = match self.store.update(update).await {
@@ -602,39 +593,36 @@ impl Api {
 }
 
 impl Api {
-    /// 413 for a snapshot with more entries than [`ApiConfig::max_snapshot_entries`]
-    /// (counted like [`Api::oversized_delta`]).
-    fn oversized_snapshot(&self, body: &[u8]) -> Option<Response> {
-        let entries = edgeprice_schemas::codec::snapshot_entry_count(body).ok()?;
-        let limit = self.config.max_snapshot_entries;
-        (entries > limit).then(|| {
-            Response::error(
-                413,
+    /// 413 for an upload with more entries than this edge takes in one go
+    /// ([`ApiConfig::max_snapshot_entries`], [`ApiConfig::max_delta_changes`]), counted
+    /// from the upload's vector headers before the writer sees it, so before a delta's
+    /// base version is: an oversized delta on a stale base gets 413, not 409 (a
+    /// publisher resyncs with a full snapshot on either). An upload too damaged to count
+    /// goes on to the writer, whose parse reports what is wrong with it.
+    fn oversized(&self, call: AdminCall, body: &[u8]) -> Option<Response> {
+        use edgeprice_schemas::codec::{delta_change_count, snapshot_entry_count};
+        type Message = fn(usize, usize) -> String;
+        let (count, limit, code, message): (_, _, _, Message) = match call {
+            AdminCall::LoadSnapshot { .. } => (
+                snapshot_entry_count(body),
+                self.config.max_snapshot_entries,
                 "snapshot_too_large",
-                &format!(
-                    "the snapshot has {entries} entries, more than this edge holds ({limit}, max_snapshot_entries)"
-                ),
-            )
-        })
-    }
-
-    /// 413 for a delta with more changes than [`ApiConfig::max_delta_changes`], checked
-    /// from its vector headers before the writer sees it, so before its base version
-    /// is: an oversized delta on a stale base gets 413, not 409 (a publisher resyncs
-    /// with a full snapshot on either). A delta too damaged to count goes on to the
-    /// writer, whose parse reports what is wrong with it.
-    fn oversized_delta(&self, body: &[u8]) -> Option<Response> {
-        let changes = edgeprice_schemas::codec::delta_change_count(body).ok()?;
-        let limit = self.config.max_delta_changes;
-        (changes > limit).then(|| {
-            Response::error(
-                413,
+                |n, limit| {
+                    format!("the snapshot has {n} entries, more than this edge holds ({limit}, max_snapshot_entries)")
+                },
+            ),
+            AdminCall::ApplyDelta => (
+                delta_change_count(body),
+                self.config.max_delta_changes,
                 "delta_too_large",
-                &format!(
-                    "the delta has {changes} changes (upserts and removals), more than this edge takes in one delta ({limit}, max_delta_changes); send them as a full snapshot"
-                ),
-            )
-        })
+                |n, limit| {
+                    format!("the delta has {n} changes (upserts and removals), more than this edge takes in one delta ({limit}, max_delta_changes); send them as a full snapshot")
+                },
+            ),
+            AdminCall::Quote => return None,
+        };
+        let count = count.ok()?;
+        (count > limit).then(|| Response::error(413, code, &message(count, limit)))
     }
 
     /// `POST /v1/quote`: one snapshot version for the whole cart. Evaluating takes
