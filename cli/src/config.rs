@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use edgeprice_server::Transport;
 use serde::Deserialize;
 
 /// The edge server's settings. `Debug` never shows secrets (admin token, quote key
@@ -16,6 +17,10 @@ pub struct EdgeConfig {
     pub listen: SocketAddr,
     /// Serving threads (one runtime and one listener each); 0 = one per core.
     pub workers: usize,
+    /// What serves HTTP: `hyper` (epoll, runs anywhere), `uring` (io_uring: less CPU
+    /// per request, needs Linux 6.1+ with io_uring allowed) or `auto` (io_uring where
+    /// available, hyper otherwise).
+    pub transport: Transport,
     /// Where the edge persists the last snapshot it applied; it restarts from there.
     pub data_dir: Option<PathBuf>,
     /// Snapshot file to load at start (if newer than the persisted one) and on SIGHUP.
@@ -50,6 +55,7 @@ impl std::fmt::Debug for EdgeConfig {
         f.debug_struct("EdgeConfig")
             .field("listen", &self.listen)
             .field("workers", &self.workers)
+            .field("transport", &self.transport)
             .field("data_dir", &self.data_dir)
             .field("snapshot", &self.snapshot)
             .field(
@@ -71,6 +77,7 @@ impl Default for EdgeConfig {
         EdgeConfig {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
             workers: 0,
+            transport: Transport::default(),
             data_dir: None,
             snapshot: None,
             admin_token: None,
@@ -179,8 +186,14 @@ mod tests {
     #[test]
     fn file_values_and_defaults() {
         let config: EdgeConfig =
-            toml::from_str("listen = \"0.0.0.0:9000\"\nbatch_limit = 50\n").unwrap();
+            toml::from_str("listen = \"0.0.0.0:9000\"\nbatch_limit = 50\ntransport = \"auto\"\n")
+                .unwrap();
         assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.transport, Transport::Auto);
+        assert!(
+            toml::from_str::<EdgeConfig>("transport = \"epoll\"").is_err(),
+            "unknown transports are errors"
+        );
         assert_eq!(config.batch_limit, 50);
         assert_eq!(config.workers, 0);
         assert!(

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
-use edgeprice_server::http::{self, ServerHandle};
 use edgeprice_server::metrics::Metrics;
-use edgeprice_server::{Api, ApiConfig, SnapshotStore, Update};
+use edgeprice_server::{transport, Api, ApiConfig, ServerHandle, SnapshotStore, Transport, Update};
 use tracing::{error, info, warn};
 
 use crate::config::EdgeConfig;
@@ -29,6 +28,9 @@ pub struct ServerArgs {
     /// Serving threads; 0 = one per core.
     #[arg(long, env = "EDGEPRICE_WORKERS")]
     workers: Option<usize>,
+    /// What serves HTTP: hyper (epoll), uring (io_uring) or auto [default: hyper].
+    #[arg(long, env = "EDGEPRICE_TRANSPORT")]
+    transport: Option<Transport>,
     /// Directory where the last applied snapshot is persisted.
     #[arg(long, env = "EDGEPRICE_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -84,6 +86,9 @@ pub fn server(args: ServerArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.workers {
         config.workers = v;
+    }
+    if let Some(v) = args.transport {
+        config.transport = v;
     }
     if args.data_dir.is_some() {
         config.data_dir = args.data_dir;
@@ -216,8 +221,8 @@ fn start_edge(config: &EdgeConfig) -> anyhow::Result<(Arc<SnapshotStore>, Server
         )
         .with_quotes(config.quote_config()?)?,
     );
-    let handle = http::serve(config.listen, workers, api)?;
-    info!(addr = %handle.local_addr(), workers, "edge serving");
+    let handle = transport::serve(config.transport, config.listen, workers, api)?;
+    info!(addr = %handle.local_addr(), workers, transport = %handle.transport(), "edge serving");
     Ok((store, handle))
 }
 

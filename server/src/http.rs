@@ -10,9 +10,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::thread::JoinHandle;
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -20,70 +18,21 @@ use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper_util::rt::TokioIo;
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::api::{self, Api, Response, Routed};
 use crate::metrics;
+pub use crate::transport::ServerHandle;
+use crate::transport::{bind_all, Transport};
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
 
-/// A running server.
-#[derive(Debug)]
-pub struct ServerHandle {
-    local_addr: SocketAddr,
-    shutdown_tx: watch::Sender<bool>,
-    workers_jh: Vec<JoinHandle<()>>,
-}
-
-impl ServerHandle {
-    /// The bound address (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Stops accepting, lets in-flight connections drop, and waits for the workers.
-    pub fn shutdown(self) {
-        let _ = self.shutdown_tx.send(true);
-        for worker in self.workers_jh {
-            let _ = worker.join();
-        }
-    }
-
-    /// Waits until the workers exit (they run until shutdown).
-    pub fn join(self) {
-        for worker in self.workers_jh {
-            let _ = worker.join();
-        }
-    }
-}
-
-fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nodelay(true)?;
-    socket.set_nonblocking(true)?;
-    socket
-        .bind(&addr.into())
-        .with_context(|| format!("binding {addr}"))?;
-    socket.listen(4096)?;
-    Ok(socket.into())
-}
-
 /// Starts `workers` serving threads on `addr`.
 pub fn serve(addr: SocketAddr, workers: usize, api: Arc<Api>) -> anyhow::Result<ServerHandle> {
-    let workers = workers.max(1);
-    // Bind the first listener to learn the port when `addr` has port 0.
-    let first = bind(addr)?;
-    let local_addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..workers {
-        listeners.push(bind(local_addr)?);
-    }
+    let (local_addr, listeners) = bind_all(addr, workers)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut workers_jh = Vec::with_capacity(workers);
+    let mut workers_jh = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.into_iter().enumerate() {
         let api = Arc::clone(&api);
         let shutdown_rx = shutdown_rx.clone();
@@ -99,11 +48,15 @@ pub fn serve(addr: SocketAddr, workers: usize, api: Arc<Api>) -> anyhow::Result<
             })?;
         workers_jh.push(jh);
     }
-    Ok(ServerHandle {
+    let stop = Box::new(move || {
+        let _ = shutdown_tx.send(true);
+    });
+    Ok(ServerHandle::new(
         local_addr,
-        shutdown_tx,
+        Transport::Hyper,
+        stop,
         workers_jh,
-    })
+    ))
 }
 
 async fn accept_loop(

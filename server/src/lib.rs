@@ -5,12 +5,15 @@
 //!   persists and swaps new versions ([`persist`] is its on-disk format).
 //! - [`api`]: the HTTP API as plain functions of a request view, shared by every
 //!   transport; [`render`] writes its answers.
-//! - [`http`]: the hyper transport (thread per core, `SO_REUSEPORT`).
+//! - [`transport`]: choosing a transport; [`http`] is hyper on epoll (the portable
+//!   default), [`uring`] is io_uring with multishot receives and batched sends, both
+//!   thread per core with `SO_REUSEPORT`; [`h1`] is the HTTP/1.1 codec `uring` uses.
 //! - [`quote`]: `POST /v1/quote`, priced carts with signed price locks.
 //! - [`metrics`]: contention-free request metrics in Prometheus format.
 //! - [`synth`]: synthetic tables for demos and benchmarks.
 
 pub mod api;
+pub mod h1;
 pub mod http;
 pub mod metrics;
 pub mod persist;
@@ -21,8 +24,11 @@ pub mod store;
 pub mod synth;
 #[cfg(test)]
 mod testing;
+pub mod transport;
+pub mod uring;
 
 pub use api::{Api, ApiConfig};
 pub use quote::QuoteConfig;
 pub use snapshot::Snapshot;
 pub use store::{SnapshotStore, Update};
+pub use transport::{ServerHandle, Transport};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use edgeprice_schemas::codec::{encode_delta, encode_snapshot, DeltaData, SnapshotData};
 use edgeprice_schemas::fb;
 use edgeprice_server::store::now_ms;
-use edgeprice_server::ApiConfig;
+use edgeprice_server::{ApiConfig, Transport};
 
 use crate::assert_eventually;
 use crate::support::{entry, key, promotion, request, Edge, TOKEN};
@@ -36,8 +36,8 @@ fn delta(
     })
 }
 
-fn loaded_edge(entries: Vec<edgeprice_pricing::PriceEntry>) -> Edge {
-    let edge = Edge::start(None);
+fn loaded_edge(transport: Transport, entries: Vec<edgeprice_pricing::PriceEntry>) -> Edge {
+    let edge = Edge::start(transport, None);
     let reply = edge.admin_post("/v1/admin/snapshot", &snapshot(1, entries));
     assert_eq!(
         reply.status,
@@ -59,9 +59,8 @@ fn price_of(edge: &Edge, path: &str) -> i64 {
     reply.json()["price_minor"].as_i64().unwrap()
 }
 
-#[test]
-fn readiness_follows_the_first_snapshot() {
-    let edge = Edge::start(None);
+fn readiness_follows_the_first_snapshot(transport: Transport) {
+    let edge = Edge::start(transport, None);
     assert_eq!(edge.get("/healthz").status, 200);
     let reply = edge.get("/readyz");
     assert_eq!((reply.status, reply.code().as_str()), (503, "no_snapshot"));
@@ -75,16 +74,18 @@ fn readiness_follows_the_first_snapshot() {
     assert_eq!(reply.json()["snapshot_version"], 1);
 }
 
-#[test]
-fn fallback_resolution_over_http() {
-    let edge = loaded_edge(vec![
-        entry(key("A", "*", "*", "*"), 1000),
-        entry(key("A", "s1", "*", "*"), 900),
-        entry(key("A", "s1", "web", "*"), 800),
-        entry(key("A", "*", "app", "*"), 950),
-        entry(key("A", "*", "*", "gold"), 700),
-        entry(key("A", "s1", "web", "gold"), 600),
-    ]);
+fn fallback_resolution_over_http(transport: Transport) {
+    let edge = loaded_edge(
+        transport,
+        vec![
+            entry(key("A", "*", "*", "*"), 1000),
+            entry(key("A", "s1", "*", "*"), 900),
+            entry(key("A", "s1", "web", "*"), 800),
+            entry(key("A", "*", "app", "*"), 950),
+            entry(key("A", "*", "*", "gold"), 700),
+            entry(key("A", "s1", "web", "gold"), 600),
+        ],
+    );
     assert_eq!(price_of(&edge, "/v1/prices/A"), 1000);
     assert_eq!(price_of(&edge, "/v1/prices/A?store=s1"), 900);
     assert_eq!(price_of(&edge, "/v1/prices/A?store=s1&channel=web"), 800);
@@ -121,8 +122,7 @@ fn fallback_resolution_over_http() {
     assert_eq!(body["snapshot_version"], 1);
 }
 
-#[test]
-fn active_promotions_price_the_answer_and_bound_its_validity() {
+fn active_promotions_price_the_answer_and_bound_its_validity(transport: Transport) {
     let now = now_ms();
     let mut on_sale = entry(key("P", "*", "*", "*"), 1000);
     on_sale.promotion = Some(promotion("flash", 700, now - 60_000, now + 3_600_000));
@@ -130,7 +130,7 @@ fn active_promotions_price_the_answer_and_bound_its_validity() {
     below_floor.promotion = Some(promotion("deep", 100, now - 60_000, now + 3_600_000));
     let mut upcoming = entry(key("U", "*", "*", "*"), 1000);
     upcoming.promotion = Some(promotion("later", 700, now + 3_600_000, now + 7_200_000));
-    let edge = loaded_edge(vec![on_sale, below_floor, upcoming]);
+    let edge = loaded_edge(transport, vec![on_sale, below_floor, upcoming]);
 
     let body = edge.get("/v1/prices/P").json();
     assert_eq!(body["price_minor"], 700);
@@ -155,12 +155,14 @@ fn active_promotions_price_the_answer_and_bound_its_validity() {
     );
 }
 
-#[test]
-fn etag_and_conditional_requests() {
-    let edge = loaded_edge(vec![
-        entry(key("A", "*", "*", "*"), 1000),
-        entry(key("B", "*", "*", "*"), 2000),
-    ]);
+fn etag_and_conditional_requests(transport: Transport) {
+    let edge = loaded_edge(
+        transport,
+        vec![
+            entry(key("A", "*", "*", "*"), 1000),
+            entry(key("B", "*", "*", "*"), 2000),
+        ],
+    );
     let first = edge.get("/v1/prices/A");
     let etag = first.header("etag").expect("etag").to_owned();
     assert!(etag.starts_with("W/\""));
@@ -211,12 +213,11 @@ fn etag_and_conditional_requests() {
     assert_ne!(fb.header("etag"), changed.header("etag"));
 }
 
-#[test]
-fn flatbuffers_answers_carry_the_same_price_as_json() {
+fn flatbuffers_answers_carry_the_same_price_as_json(transport: Transport) {
     let now = now_ms();
     let mut a = entry(key("A", "s1", "web", "*"), 1234);
     a.promotion = Some(promotion("p1", 1200, now - 1000, now + 60_000));
-    let edge = loaded_edge(vec![a, entry(key("B", "*", "*", "*"), 50)]);
+    let edge = loaded_edge(transport, vec![a, entry(key("B", "*", "*", "*"), 50)]);
     let json = edge.get("/v1/prices/A?store=s1&channel=web").json();
     let reply = edge.get_with(
         "/v1/prices/A?store=s1&channel=web",
@@ -261,9 +262,9 @@ fn flatbuffers_answers_carry_the_same_price_as_json() {
     );
 }
 
-#[test]
-fn error_paths_answer_with_clear_codes() {
+fn error_paths_answer_with_clear_codes(transport: Transport) {
     let edge = Edge::start_with(
+        transport,
         None,
         ApiConfig {
             admin_token: Some(TOKEN.into()),
@@ -333,7 +334,7 @@ fn error_paths_answer_with_clear_codes() {
         b"x",
     );
     assert_eq!(reply.status, 401);
-    let disabled = Edge::start_with(None, ApiConfig::default());
+    let disabled = Edge::start_with(transport, None, ApiConfig::default());
     let reply = request(
         disabled.addr,
         "POST",
@@ -434,15 +435,14 @@ fn error_paths_answer_with_clear_codes() {
 /// Readers hammer the batch endpoint while a writer applies deltas that set every SKU's
 /// price to the new version number: a batch mixing two versions would show prices that
 /// differ from each other or from its `snapshot_version`.
-#[test]
-fn batches_never_mix_versions_during_concurrent_swaps() {
+fn batches_never_mix_versions_during_concurrent_swaps(transport: Transport) {
     const SKUS: usize = 40;
     let entries = |version: u64| -> Vec<_> {
         (0..SKUS)
             .map(|i| entry(key(&format!("S{i}"), "*", "*", "*"), version as i64))
             .collect()
     };
-    let edge = Arc::new(loaded_edge(entries(1)));
+    let edge = Arc::new(loaded_edge(transport, entries(1)));
     let path = format!(
         "/v1/prices?skus={}",
         (0..SKUS)
@@ -494,10 +494,9 @@ fn batches_never_mix_versions_during_concurrent_swaps() {
     assert!(version > 10, "only {version} deltas applied");
 }
 
-#[test]
-fn restart_serves_the_persisted_snapshot() {
+fn restart_serves_the_persisted_snapshot(transport: Transport) {
     let dir = tempfile::tempdir().unwrap();
-    let edge = Edge::start(Some(dir.path().into()));
+    let edge = Edge::start(transport, Some(dir.path().into()));
     edge.admin_post(
         "/v1/admin/snapshot",
         &snapshot(
@@ -526,7 +525,7 @@ fn restart_serves_the_persisted_snapshot() {
     );
     edge.stop();
 
-    let edge = Edge::start(Some(dir.path().into()));
+    let edge = Edge::start(transport, Some(dir.path().into()));
     assert_eventually!(
         edge.get("/readyz").status == 200,
         "restarted edge never became ready"
@@ -555,9 +554,8 @@ fn restart_serves_the_persisted_snapshot() {
     );
 }
 
-#[test]
-fn metrics_report_snapshot_version_and_age() {
-    let edge = loaded_edge(vec![entry(key("A", "*", "*", "*"), 1)]);
+fn metrics_report_snapshot_version_and_age(transport: Transport) {
+    let edge = loaded_edge(transport, vec![entry(key("A", "*", "*", "*"), 1)]);
     edge.get("/v1/prices/A");
     let text = String::from_utf8(edge.get("/metrics").body).unwrap();
     for needle in [
@@ -571,3 +569,15 @@ fn metrics_report_snapshot_version_and_age() {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
 }
+
+crate::each_transport!(
+    readiness_follows_the_first_snapshot,
+    fallback_resolution_over_http,
+    active_promotions_price_the_answer_and_bound_its_validity,
+    etag_and_conditional_requests,
+    flatbuffers_answers_carry_the_same_price_as_json,
+    error_paths_answer_with_clear_codes,
+    batches_never_mix_versions_during_concurrent_swaps,
+    restart_serves_the_persisted_snapshot,
+    metrics_report_snapshot_version_and_age,
+);

@@ -4,3 +4,4 @@ mod support;
 
 mod edge;
 mod quote;
+mod transport;

@@ -8,9 +8,9 @@ use edgeprice_pricing::PriceEntry;
 use edgeprice_schemas::codec::{
     encode_delta, encode_snapshot, DeltaData, PromotionsDoc, SnapshotData,
 };
-use edgeprice_server::http::{self, ServerHandle};
 use edgeprice_server::metrics::Metrics;
 use edgeprice_server::store::now_ms;
+use edgeprice_server::transport::{self, ServerHandle, Transport};
 use edgeprice_server::{Api, ApiConfig, QuoteConfig, SnapshotStore};
 use serde_json::{json, Value};
 
@@ -25,7 +25,7 @@ struct QuoteEdge {
 }
 
 impl QuoteEdge {
-    fn start(keyring: Option<Keyring>) -> QuoteEdge {
+    fn start(transport: Transport, keyring: Option<Keyring>) -> QuoteEdge {
         let store = Arc::new(SnapshotStore::open(None).expect("open store"));
         let api = Api::new(
             store,
@@ -42,7 +42,8 @@ impl QuoteEdge {
             cache: true,
         })
         .expect("quote config");
-        let handle = http::serve("127.0.0.1:0".parse().unwrap(), 2, Arc::new(api)).expect("serve");
+        let handle = transport::serve(transport, "127.0.0.1:0".parse().unwrap(), 2, Arc::new(api))
+            .expect("serve");
         QuoteEdge {
             addr: handle.local_addr(),
             handle: Some(handle),
@@ -136,8 +137,8 @@ fn snapshot(version: u64, promotions: Option<Arc<PromotionsDoc>>) -> Vec<u8> {
     })
 }
 
-fn loaded() -> QuoteEdge {
-    let edge = QuoteEdge::start(Some(keyring()));
+fn loaded(transport: Transport) -> QuoteEdge {
+    let edge = QuoteEdge::start(transport, Some(keyring()));
     let reply = edge.admin_post(
         "/v1/admin/snapshot",
         &snapshot(1, Some(doc(7, promotions()))),
@@ -168,9 +169,8 @@ fn line<'a>(body: &'a Value, sku: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no line {sku} in {body}"))
 }
 
-#[test]
-fn a_cart_is_priced_with_its_promotions_clamped_at_floors_and_signed() {
-    let edge = loaded();
+fn a_cart_is_priced_with_its_promotions_clamped_at_floors_and_signed(transport: Transport) {
+    let edge = loaded(transport);
     let reply = edge.quote(&cart());
     assert_eq!(
         reply.status,
@@ -272,9 +272,8 @@ fn a_cart_is_priced_with_its_promotions_clamped_at_floors_and_signed() {
     );
 }
 
-#[test]
-fn a_cached_quote_gets_a_fresh_lock_and_a_new_version_changes_the_quote() {
-    let edge = loaded();
+fn a_cached_quote_gets_a_fresh_lock_and_a_new_version_changes_the_quote(transport: Transport) {
+    let edge = loaded(transport);
     let first = edge.quote(&cart()).json();
     std::thread::sleep(std::time::Duration::from_millis(5));
     let second = edge.quote(&cart()).json();
@@ -350,9 +349,8 @@ fn a_cached_quote_gets_a_fresh_lock_and_a_new_version_changes_the_quote() {
         .all(|d| d["promotion_id"] != "a-10"));
 }
 
-#[test]
-fn single_price_answers_show_the_best_automatic_promotion() {
-    let edge = loaded();
+fn single_price_answers_show_the_best_automatic_promotion(transport: Transport) {
+    let edge = loaded(transport);
     let a = edge.get("/v1/prices/A").json();
     assert_eq!(a["price_minor"], 900);
     assert_eq!(a["list_price_minor"], 1100);
@@ -373,9 +371,8 @@ fn single_price_answers_show_the_best_automatic_promotion() {
 
 /// The control plane publishes both: per-SKU promotions it decided (and guarded) as
 /// entry tags, and a promotion set. The tag gives the unit price; the set applies on top.
-#[test]
-fn entry_promotion_tags_and_the_promotion_set_combine() {
-    let edge = QuoteEdge::start(Some(keyring()));
+fn entry_promotion_tags_and_the_promotion_set_combine(transport: Transport) {
+    let edge = QuoteEdge::start(transport, Some(keyring()));
     let now = now_ms();
     let mut entries = entries();
     // B: a decided flash price of 18.00 (regular 20.00), and no set promotion is active.
@@ -404,9 +401,8 @@ fn entry_promotion_tags_and_the_promotion_set_combine() {
     assert_eq!(body["totals"]["merchandise_minor"], 3_600);
 }
 
-#[test]
-fn bad_carts_get_clear_errors() {
-    let edge = loaded();
+fn bad_carts_get_clear_errors(transport: Transport) {
+    let edge = loaded(transport);
     let unknown =
         edge.quote(&json!({"lines": [{"sku": "A", "qty": 1}, {"sku": "NOPE", "qty": 1}]}));
     assert_eq!(unknown.status, 404);
@@ -439,9 +435,8 @@ fn bad_carts_get_clear_errors() {
     assert_eq!(reply.header("allow"), Some("POST"));
 }
 
-#[test]
-fn quotes_need_a_snapshot_and_a_key_and_invalid_promotions_are_refused() {
-    let empty = QuoteEdge::start(Some(keyring()));
+fn quotes_need_a_snapshot_and_a_key_and_invalid_promotions_are_refused(transport: Transport) {
+    let empty = QuoteEdge::start(transport, Some(keyring()));
     let reply = empty.quote(&cart());
     assert_eq!((reply.status, reply.code().as_str()), (503, "no_snapshot"));
 
@@ -457,7 +452,7 @@ fn quotes_need_a_snapshot_and_a_key_and_invalid_promotions_are_refused() {
         .unwrap()
         .contains("promotion x"));
 
-    let keyless = QuoteEdge::start(None);
+    let keyless = QuoteEdge::start(transport, None);
     let reply = keyless.admin_post("/v1/admin/snapshot", &snapshot(1, None));
     assert_eq!(reply.status, 200);
     let reply = keyless.quote(&cart());
@@ -466,3 +461,12 @@ fn quotes_need_a_snapshot_and_a_key_and_invalid_promotions_are_refused() {
         (503, "quotes_disabled")
     );
 }
+
+crate::each_transport!(
+    a_cart_is_priced_with_its_promotions_clamped_at_floors_and_signed,
+    a_cached_quote_gets_a_fresh_lock_and_a_new_version_changes_the_quote,
+    single_price_answers_show_the_best_automatic_promotion,
+    entry_promotion_tags_and_the_promotion_set_combine,
+    bad_carts_get_clear_errors,
+    quotes_need_a_snapshot_and_a_key_and_invalid_promotions_are_refused,
+);

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgeprice_pricing::{Currency, Dimension, PriceEntry, PriceKey, PromotionTag, Sku};
-use edgeprice_server::http::{self, ServerHandle};
 use edgeprice_server::metrics::Metrics;
+use edgeprice_server::transport::{self, ServerHandle, Transport};
 use edgeprice_server::{Api, ApiConfig, SnapshotStore};
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
@@ -30,6 +30,26 @@ macro_rules! assert_eventually {
     }};
 }
 
+/// Runs each named test, a `fn(Transport)` of the enclosing module, once per transport:
+/// as `hyper::name` and `uring::name`, so both serve the same routes the same way.
+#[macro_export]
+macro_rules! each_transport {
+    ($($name:ident),* $(,)?) => {
+        mod hyper {
+            $(#[test]
+            fn $name() {
+                super::$name(edgeprice_server::Transport::Hyper)
+            })*
+        }
+        mod uring {
+            $(#[test]
+            fn $name() {
+                super::$name(edgeprice_server::Transport::Uring)
+            })*
+        }
+    };
+}
+
 /// An edge server running in this process.
 pub struct Edge {
     pub addr: SocketAddr,
@@ -37,8 +57,9 @@ pub struct Edge {
 }
 
 impl Edge {
-    pub fn start(data_dir: Option<PathBuf>) -> Edge {
+    pub fn start(transport: Transport, data_dir: Option<PathBuf>) -> Edge {
         Edge::start_with(
+            transport,
             data_dir,
             ApiConfig {
                 admin_token: Some(TOKEN.into()),
@@ -48,10 +69,12 @@ impl Edge {
         )
     }
 
-    pub fn start_with(data_dir: Option<PathBuf>, config: ApiConfig) -> Edge {
+    pub fn start_with(transport: Transport, data_dir: Option<PathBuf>, config: ApiConfig) -> Edge {
         let store = Arc::new(SnapshotStore::open(data_dir).expect("open store"));
         let api = Arc::new(Api::new(store, Arc::new(Metrics::new(2)), config));
-        let handle = http::serve("127.0.0.1:0".parse().unwrap(), 2, api).expect("serve");
+        let handle =
+            transport::serve(transport, "127.0.0.1:0".parse().unwrap(), 2, api).expect("serve");
+        assert_eq!(handle.transport(), transport);
         Edge {
             addr: handle.local_addr(),
             handle: Some(handle),
