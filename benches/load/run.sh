@@ -15,7 +15,9 @@
 #        DELTA_ONLY=1 benches/load/run.sh  (the edge's spread rows and the delta scenario
 #                                        only, about 1 minute; results go to the work
 #                                        directory unless RESULTS is set)
-# Settings (environment): DURATION (s, wrk and loadgen), CONNECTIONS, LOAD_PCT, SKUS,
+# Settings (environment): EDGE_TRANSPORT (uring, the default, or hyper: the edge's
+# transport in every edge row; with uring the hyper edge gets a row and a side-by-side
+# pair of its own), DURATION (s, wrk and loadgen), CONNECTIONS, LOAD_PCT, SKUS,
 # STORES, CHANNELS, DELTA_ENTRIES, DELTA_INTERVAL_MS, INTERLEAVE_ROUNDS, INTERLEAVE_SECONDS,
 # SERVER_CPU, LOAD_CPU, BASE_PORT,
 # CARGO_TARGET_DIR, NO_BUILD=1 (use existing binaries), KEEP=1 (keep the work dir),
@@ -24,7 +26,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 COMMAND="$0 $*"
-ENV_SHOWN=$(env | grep -E '^(QUICK|DELTA_ONLY|INTERLEAVE_ROUNDS|INTERLEAVE_SECONDS|DURATION|CONNECTIONS|LOAD_PCT|SKUS|STORES|CHANNELS|DELTA_ENTRIES|DELTA_INTERVAL_MS|SERVER_CPU|LOAD_CPU|BASE_PORT|NO_BUILD)=' | sort | tr '\n' ' ' || true)
+ENV_SHOWN=$(env | grep -E '^(EDGE_TRANSPORT|QUICK|DELTA_ONLY|INTERLEAVE_ROUNDS|INTERLEAVE_SECONDS|DURATION|CONNECTIONS|LOAD_PCT|SKUS|STORES|CHANNELS|DELTA_ENTRIES|DELTA_INTERVAL_MS|SERVER_CPU|LOAD_CPU|BASE_PORT|NO_BUILD)=' | sort | tr '\n' ' ' || true)
 LOADAVG_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 QUICK=${QUICK:-0}
 DELTA_ONLY=${DELTA_ONLY:-0}
@@ -36,6 +38,7 @@ if [[ $QUICK == 1 ]]; then
     INTERLEAVE_SECONDS=${INTERLEAVE_SECONDS:-2}
 fi
 DURATION=${DURATION:-10}
+EDGE_TRANSPORT=${EDGE_TRANSPORT:-uring}
 CONNECTIONS=${CONNECTIONS:-64}
 LOAD_PCT=${LOAD_PCT:-80}
 SKUS=${SKUS:-125000}
@@ -57,6 +60,7 @@ NGINX_PORT=$((BASE_PORT + 1))
 HYPER_PORT=$((BASE_PORT + 2))
 REDIS_PORT=$((BASE_PORT + 3))
 SEED_PORT=$((BASE_PORT + 4))
+EDGE_HYPER_PORT=$((BASE_PORT + 5))
 PRICE_PATH="/v1/prices/SKU-0000042?store=store-1&channel=web"
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -280,7 +284,7 @@ measure_redis() {
 
 # --- the run ---------------------------------------------------------------------
 
-for port in "$EDGE_PORT" "$NGINX_PORT" "$HYPER_PORT" "$REDIS_PORT" "$SEED_PORT"; do
+for port in "$EDGE_PORT" "$NGINX_PORT" "$HYPER_PORT" "$REDIS_PORT" "$SEED_PORT" "$EDGE_HYPER_PORT"; do
     port_free "$port" || die "port $port is in use (set BASE_PORT)"
 done
 SNAPSHOT=$WORK/snapshot.fb
@@ -306,9 +310,9 @@ request = function()
 end
 LUA
 
-log "starting edgeprice on core $SERVER_CPU"
+log "starting edgeprice ($EDGE_TRANSPORT) on core $SERVER_CPU"
 start_server edgeprice "$BIN/edgeprice" server --snapshot "$SNAPSHOT" --listen "127.0.0.1:$EDGE_PORT" \
-    --workers 1 --data-dir "$WORK/edge-data" --admin-token "$TOKEN"
+    --workers 1 --data-dir "$WORK/edge-data" --admin-token "$TOKEN" --transport "$EDGE_TRANSPORT"
 EDGE_PID=$STARTED
 wait_http "http://127.0.0.1:$EDGE_PORT/readyz" "$WORK/edgeprice.log" "$EDGE_PID"
 curl -sf -o "$WORK/body.json" "http://127.0.0.1:$EDGE_PORT$PRICE_PATH" || die "edge did not answer $PRICE_PATH"
@@ -357,6 +361,20 @@ kill "$EDGE_PID"
 wait "$EDGE_PID" 2>/dev/null || true
 
 if [[ $DELTA_ONLY != 1 ]]; then
+# The same edge on the portable transport, for what io_uring changes.
+if [[ $EDGE_TRANSPORT != hyper ]]; then
+    log "starting edgeprice (hyper) on core $SERVER_CPU"
+    start_server edgeprice-hyper "$BIN/edgeprice" server --snapshot "$SNAPSHOT" --listen "127.0.0.1:$EDGE_PORT" \
+        --workers 1 --data-dir "$WORK/edge-data-hyper" --admin-token "$TOKEN" --transport hyper
+    EDGE_HYPER_PID=$STARTED
+    wait_http "http://127.0.0.1:$EDGE_PORT/readyz" "$WORK/edgeprice-hyper.log" "$EDGE_HYPER_PID"
+    cmp -s <(curl -sf "$EDGE_URL") "$WORK/body.json" || die "the hyper edge does not answer the same body"
+    measure_http edgeprice-hyper "$EDGE_URL" "$EDGE_HYPER_PID"
+    NOTE[edgeprice-hyper]="${NOTE[edgeprice-hyper]:-} the edge with --transport hyper"
+    kill "$EDGE_HYPER_PID"
+    wait "$EDGE_HYPER_PID" 2>/dev/null || true
+fi
+
 log "starting nginx (one worker) on core $SERVER_CPU"
 mkdir -p "$WORK/nginx/logs"
 if grep -q '\$' "$WORK/body.json"; then die "the body contains \$, which nginx would expand"; fi
@@ -429,19 +447,29 @@ fi
 # of each in turn can rank them either way. Here the edge and one peer run on the
 # server core at the same time, each under its own wrk on the load core, so both see
 # the same machine; each server's CPU per GET is its own CPU over the GETs it served.
-# INTERLEAVE_ROUNDS rounds of INTERLEAVE_SECONDS, against nginx and against bare hyper;
-# the medians of the per-round ratios are the figures.
+# INTERLEAVE_ROUNDS rounds of INTERLEAVE_SECONDS, against nginx, against bare hyper and
+# (with the edge on io_uring) against the same edge on hyper; the medians of the
+# per-round ratios are the figures.
 INTERLEAVE_ROUNDS=${INTERLEAVE_ROUNDS:-5}
 INTERLEAVE_SECONDS=${INTERLEAVE_SECONDS:-3}
 declare -A TURN_URL TURN_PIDS
 declare -a TURN_ROWS=()
 if [[ $DELTA_ONLY != 1 ]]; then
-log "CPU per GET side by side: $INTERLEAVE_ROUNDS rounds of ${INTERLEAVE_SECONDS}s, the edge with nginx, then with bare-hyper"
+TURN_PEERS=(edgeprice nginx bare-hyper)
+[[ $EDGE_TRANSPORT != hyper ]] && TURN_PEERS+=(edgeprice-hyper)
+log "CPU per GET side by side: $INTERLEAVE_ROUNDS rounds of ${INTERLEAVE_SECONDS}s, the edge with each of ${TURN_PEERS[*]:1}"
 start_server edgeprice-turns "$BIN/edgeprice" server --snapshot "$SNAPSHOT" --listen "127.0.0.1:$EDGE_PORT" \
-    --workers 1 --data-dir "$WORK/edge-data-turns" --admin-token "$TOKEN"
+    --workers 1 --data-dir "$WORK/edge-data-turns" --admin-token "$TOKEN" --transport "$EDGE_TRANSPORT"
 TURN_URL[edgeprice]="http://127.0.0.1:$EDGE_PORT$PRICE_PATH"
 TURN_PIDS[edgeprice]=$STARTED
 wait_http "${TURN_URL[edgeprice]}" "$WORK/edgeprice-turns.log" "$STARTED"
+if [[ $EDGE_TRANSPORT != hyper ]]; then
+    start_server edgeprice-hyper-turns "$BIN/edgeprice" server --snapshot "$SNAPSHOT" --listen "127.0.0.1:$EDGE_HYPER_PORT" \
+        --workers 1 --data-dir "$WORK/edge-data-hyper-turns" --admin-token "$TOKEN" --transport hyper
+    TURN_URL[edgeprice-hyper]="http://127.0.0.1:$EDGE_HYPER_PORT$PRICE_PATH"
+    TURN_PIDS[edgeprice-hyper]=$STARTED
+    wait_http "${TURN_URL[edgeprice-hyper]}" "$WORK/edgeprice-hyper-turns.log" "$STARTED"
+fi
 start_server nginx-turns "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
 TURN_URL[nginx]="http://127.0.0.1:$NGINX_PORT$PRICE_PATH"
 wait_http "${TURN_URL[nginx]}" "$WORK/nginx-turns.log" "$STARTED"
@@ -450,23 +478,26 @@ start_server peer_hyper-turns "$BIN/peer_hyper" --listen "127.0.0.1:$HYPER_PORT"
 TURN_URL[bare-hyper]="http://127.0.0.1:$HYPER_PORT$PRICE_PATH"
 TURN_PIDS[bare-hyper]=$STARTED
 wait_http "${TURN_URL[bare-hyper]}" "$WORK/peer_hyper-turns.log" "$STARTED"
-for peer in edgeprice nginx bare-hyper; do
+for peer in "${TURN_PEERS[@]}"; do
     cmp -s <(curl -sf "${TURN_URL[$peer]}") "$WORK/body.json" || die "$peer does not answer the same body"
 done
-# The new edge writes its snapshot to its data directory after it starts serving; the
+# A new edge writes its snapshot to its data directory after it starts serving; the
 # rounds start once that is on disk, and after a warm-up of each server.
-persisted=0
-for _ in $(seq 1 600); do
-    if curl -fsS "http://127.0.0.1:$EDGE_PORT/metrics" | awk '
-        /^edgeprice_snapshot_version / { v = $2 } /^edgeprice_snapshot_persisted_version / { p = $2 }
-        END { exit !(v > 0 && v == p) }'; then
-        persisted=1
-        break
-    fi
-    sleep 0.1
+for port in "$EDGE_PORT" "$EDGE_HYPER_PORT"; do
+    [[ $port == "$EDGE_HYPER_PORT" && $EDGE_TRANSPORT == hyper ]] && continue
+    persisted=0
+    for _ in $(seq 1 600); do
+        if curl -fsS "http://127.0.0.1:$port/metrics" | awk '
+            /^edgeprice_snapshot_version / { v = $2 } /^edgeprice_snapshot_persisted_version / { p = $2 }
+            END { exit !(v > 0 && v == p) }'; then
+            persisted=1
+            break
+        fi
+        sleep 0.1
+    done
+    ((persisted)) || die "the side-by-side edge on port $port did not persist its snapshot within 60 s: see $WORK/edgeprice*-turns.log"
 done
-((persisted)) || die "the side-by-side edge did not persist its snapshot within 60 s: see $WORK/edgeprice-turns.log"
-for peer in edgeprice nginx bare-hyper; do
+for peer in "${TURN_PEERS[@]}"; do
     taskset -c "$LOAD_CPU" wrk -t1 "-c$CONNECTIONS" -d1s "${TURN_URL[$peer]}" >/dev/null
 done
 # Both servers' CPU per GET (µs, two places) while one wrk loads each at once.
@@ -498,8 +529,16 @@ for round in $(seq 1 "$INTERLEAVE_ROUNDS"); do
     read -r edge_n nginx_cpu <<<"$pair"
     pair=$(side_by_side_checked edgeprice bare-hyper)
     read -r edge_h hyper_cpu <<<"$pair"
-    TURN_ROWS+=("| $round | $edge_n | $nginx_cpu | $(ratio "$edge_n" "$nginx_cpu") | $edge_h | $hyper_cpu | $(ratio "$edge_h" "$hyper_cpu") |")
-    log "round $round: CPU µs/GET edgeprice $edge_n vs nginx $nginx_cpu; edgeprice $edge_h vs bare-hyper $hyper_cpu"
+    row="| $round | $edge_n | $nginx_cpu | $(ratio "$edge_n" "$nginx_cpu") | $edge_h | $hyper_cpu | $(ratio "$edge_h" "$hyper_cpu") |"
+    versus_hyper_edge=""
+    if [[ $EDGE_TRANSPORT != hyper ]]; then
+        pair=$(side_by_side_checked edgeprice edgeprice-hyper)
+        read -r edge_e edge_hyper_cpu <<<"$pair"
+        row+=" $edge_e | $edge_hyper_cpu | $(ratio "$edge_e" "$edge_hyper_cpu") |"
+        versus_hyper_edge="; edgeprice $edge_e vs edgeprice-hyper $edge_hyper_cpu"
+    fi
+    TURN_ROWS+=("$row")
+    log "round $round: CPU µs/GET edgeprice $edge_n vs nginx $nginx_cpu; edgeprice $edge_h vs bare-hyper $hyper_cpu$versus_hyper_edge"
 done
 fi
 
@@ -539,14 +578,23 @@ turns_median() {
 
 # The side-by-side rounds, and the medians of their per-round ratios.
 turns_section() {
-    echo "Server CPU µs per GET, the edge and one peer on core $SERVER_CPU at the same time, each under its own"
+    echo "Server CPU µs per GET, the edge ($EDGE_TRANSPORT) and one peer on core $SERVER_CPU at the same time, each under its own"
     echo "\`wrk -t1 -c$CONNECTIONS -d${INTERLEAVE_SECONDS}s\` on core $LOAD_CPU (single-key path, same body): both see the same machine."
     echo
-    echo "| round | edgeprice | nginx | edge÷nginx | edgeprice | bare-hyper | edge÷hyper |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|"
+    if [[ $EDGE_TRANSPORT != hyper ]]; then
+        echo "| round | edgeprice | nginx | edge÷nginx | edgeprice | bare-hyper | edge÷hyper | edgeprice | edgeprice-hyper | edge÷hyper edge |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    else
+        echo "| round | edgeprice | nginx | edge÷nginx | edgeprice | bare-hyper | edge÷hyper |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|"
+    fi
     printf '%s\n' "${TURN_ROWS[@]}"
     echo
-    echo "Median of the rounds: edge÷nginx $(turns_median 4), edge÷hyper $(turns_median 7) (below 1 favours the edge)."
+    local medians="edge÷nginx $(turns_median 4), edge÷hyper $(turns_median 7)"
+    if [[ $EDGE_TRANSPORT != hyper ]]; then
+        medians+=", the edge on io_uring ÷ the edge on hyper $(turns_median 10)"
+    fi
+    echo "Median of the rounds: $medians (below 1 favours the edge)."
 }
 
 delta_section() {

@@ -68,6 +68,9 @@ pub struct UpArgs {
     /// Address of the edge.
     #[arg(long, env = "EDGEPRICE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// What serves the edge's HTTP: hyper (epoll), uring (io_uring) or auto [default: hyper].
+    #[arg(long, env = "EDGEPRICE_TRANSPORT")]
+    transport: Option<Transport>,
     /// Quote signing key `kid:secret`, repeatable; by default one is generated into
     /// DATA_DIR/quote.key.
     #[arg(
@@ -126,6 +129,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     let config = EdgeConfig {
         listen: args.listen,
+        transport: args.transport.unwrap_or_default(),
         data_dir: Some(data_dir.join("edge")),
         admin_token: Some(tokens.admin.clone()),
         quote_keys,

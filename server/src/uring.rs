@@ -19,10 +19,10 @@
 //! until their completions arrive). A connection that sends faster than it reads its
 //! answers stops being read: answers queued past [`SEND_HIGH_WATER`] pause parsing, and
 //! unparsed input past [`MAX_UNPARSED`] cancels its receive until the backlog drains.
-//! Stalled requests get 408 after [`REQUEST_TIMEOUT_TICKS`] s; idle keep-alive
-//! connections close after [`IDLE_TIMEOUT_TICKS`] s. After a final answer the socket is
-//! shut for writing and read out for up to [`LINGER_TICKS`] s (a lingering close), so a
-//! client still sending a refused body gets the answer instead of a reset.
+//! Stalled requests get 408 and idle keep-alive connections are closed ([`Timeouts`],
+//! checked once a second). After a final answer the socket is shut for writing and read
+//! out for a while (a lingering close), so a client still sending a refused body gets
+//! the answer instead of a reset.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -60,13 +60,31 @@ pub const MAX_UNPARSED: usize = 2 * h1::MAX_HEAD_BYTES;
 const MAX_DISCARDED_BODY: usize = 64 * 1024;
 /// Connections per worker; more are closed as they are accepted.
 const MAX_CONNECTIONS: usize = 1 << 18;
-/// A request whose head or body stalls this many seconds gets 408.
-pub const REQUEST_TIMEOUT_TICKS: u32 = 30;
-/// A keep-alive connection idle this many seconds is closed.
-pub const IDLE_TIMEOUT_TICKS: u32 = 300;
-/// How long a closing connection is read out after its last answer, and how much of it.
-pub const LINGER_TICKS: u32 = 2;
+/// How much a closing connection is read out after its last answer, at most.
 const LINGER_BYTES: usize = 1 << 20;
+
+/// Time limits of the io_uring transport, in seconds. They are checked once a second, so
+/// each may run up to a second over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A request whose head or body has stalled this long gets 408 and the connection
+    /// closes (slow or stuck clients do not hold a connection forever).
+    pub request_secs: u32,
+    /// A keep-alive connection with nothing in progress is closed after this long.
+    pub idle_secs: u32,
+    /// How long a connection is read out after its last answer before it is closed.
+    pub linger_secs: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            request_secs: 30,
+            idle_secs: 300,
+            linger_secs: 2,
+        }
+    }
+}
 
 /// What a completion is for: the top byte of its `user_data`; the rest is the
 /// connection's slot (low 32 bits) and generation (24 bits), so a completion for a
@@ -122,6 +140,16 @@ fn new_ring() -> anyhow::Result<IoUring> {
 
 /// Starts `workers` io_uring serving threads on `addr`.
 pub fn serve(addr: SocketAddr, workers: usize, api: Arc<Api>) -> anyhow::Result<ServerHandle> {
+    serve_with(addr, workers, api, Timeouts::default())
+}
+
+/// [`serve`] with other time limits.
+pub fn serve_with(
+    addr: SocketAddr,
+    workers: usize,
+    api: Arc<Api>,
+    timeouts: Timeouts,
+) -> anyhow::Result<ServerHandle> {
     probe()?;
     let (local_addr, listeners) = bind_all(addr, workers)?;
     let admin = AdminBridge::start()?;
@@ -146,7 +174,7 @@ pub fn serve(addr: SocketAddr, workers: usize, api: Arc<Api>) -> anyhow::Result<
                     date_secs: unix_secs(),
                 };
                 // A single-issuer ring belongs to the thread that creates it.
-                match Worker::new(listener, ctx, stop) {
+                match Worker::new(listener, ctx, stop, timeouts) {
                     Ok(worker) => {
                         let _ = ready_tx.send(Ok(()));
                         worker.run();
@@ -810,6 +838,7 @@ struct Worker {
     conns: Slab,
     ctx: Ctx,
     stop: Arc<AtomicBool>,
+    timeouts: Timeouts,
     accept_armed: bool,
     /// Where the mailbox eventfd's count is read into.
     wake_buf: Box<u64>,
@@ -823,6 +852,7 @@ impl Worker {
         listener: std::net::TcpListener,
         ctx: Ctx,
         stop: Arc<AtomicBool>,
+        timeouts: Timeouts,
     ) -> anyhow::Result<Worker> {
         // io_uring arms a poll for a blocking socket instead of failing with EAGAIN.
         listener
@@ -837,6 +867,7 @@ impl Worker {
             conns: Slab::default(),
             ctx,
             stop,
+            timeouts,
             accept_armed: false,
             wake_buf: Box::new(0),
             tick_spec: Box::new(types::Timespec::new().sec(1)),
@@ -1064,19 +1095,22 @@ impl Worker {
                 Closing::Open => {
                     let mid_request = matches!(conn.phase, Phase::Body(_))
                         || (matches!(conn.phase, Phase::Head) && !conn.unparsed.is_empty());
-                    if mid_request && idle > REQUEST_TIMEOUT_TICKS {
+                    if mid_request && idle >= self.timeouts.request_secs {
                         conn.phase = Phase::Head;
                         conn.unparsed.clear();
                         let response = Response::error(
                             408,
                             "request_timeout",
-                            &format!("the request did not arrive within {REQUEST_TIMEOUT_TICKS} s"),
+                            &format!(
+                                "the request did not arrive within {} s",
+                                self.timeouts.request_secs
+                            ),
                         );
                         conn.answer(&self.ctx, &response, false, false);
                     } else if !mid_request
                         && matches!(conn.phase, Phase::Head)
                         && conn.is_flushed()
-                        && idle > IDLE_TIMEOUT_TICKS
+                        && idle >= self.timeouts.idle_secs
                     {
                         conn.closing = Closing::Now;
                     } else {
@@ -1123,7 +1157,7 @@ impl Worker {
                 // SAFETY: shuts our own socket for writing; no memory involved.
                 unsafe { libc::shutdown(conn.fd, libc::SHUT_WR) };
                 Closing::Lingering {
-                    until_tick: tick + LINGER_TICKS,
+                    until_tick: tick.wrapping_add(self.timeouts.linger_secs),
                     discarded: 0,
                 }
             };

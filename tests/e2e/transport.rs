@@ -377,3 +377,61 @@ crate::each_transport!(
     many_connections_at_once,
     shutdown_does_not_wait_for_idle_or_half_sent_requests,
 );
+
+/// io_uring's time limits (hyper has none configured): a stalled request gets 408, an
+/// idle keep-alive connection is closed, and neither happens early.
+#[test]
+fn uring_times_out_stalled_requests_and_idle_connections() {
+    use std::sync::Arc;
+
+    use edgeprice_server::metrics::Metrics;
+    use edgeprice_server::uring::{self, Timeouts};
+    use edgeprice_server::{Api, ApiConfig, SnapshotStore};
+
+    let store = Arc::new(SnapshotStore::open(None).expect("store"));
+    let api = Arc::new(Api::new(
+        store,
+        Arc::new(Metrics::new(1)),
+        ApiConfig::default(),
+    ));
+    let timeouts = Timeouts {
+        request_secs: 1,
+        idle_secs: 3,
+        linger_secs: 1,
+    };
+    let handle =
+        uring::serve_with("127.0.0.1:0".parse().unwrap(), 1, api, timeouts).expect("serve");
+    let addr = handle.local_addr();
+    let open = |head: &[u8]| {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(head).unwrap();
+        (Instant::now(), BufReader::new(stream))
+    };
+
+    let (stalled_at, mut stalled) = open(b"GET /healthz HTTP/1.1\r\nHost: e");
+    let (body_at, mut body) = open(b"POST /v1/quote HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"li");
+    let (idle_at, mut idle) = open(b"GET /healthz HTTP/1.1\r\n\r\n");
+    assert_eq!(read_answer(&mut idle, false).status, 200);
+
+    for (started, reader) in [(stalled_at, &mut stalled), (body_at, &mut body)] {
+        let answer = read_answer(reader, false);
+        assert_eq!(answer.status, 408);
+        assert_eq!(answer.json()["error"]["code"], "request_timeout");
+        let waited = started.elapsed();
+        assert!(
+            (Duration::from_millis(900)..Duration::from_secs(4)).contains(&waited),
+            "408 after {waited:?}"
+        );
+        assert!(at_eof(reader));
+    }
+    assert!(at_eof(&mut idle), "an idle connection is closed");
+    let waited = idle_at.elapsed();
+    assert!(
+        (Duration::from_millis(2900)..Duration::from_secs(6)).contains(&waited),
+        "idle connection closed after {waited:?}"
+    );
+    handle.shutdown();
+}
