@@ -15,8 +15,8 @@ use crate::api::{self, Method};
 /// hyper's 64 KiB read buffer does on the other transport.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-/// Most header fields in one request.
-pub const MAX_HEADERS: usize = 64;
+/// Most header fields in one request (hyper's limit too).
+pub const MAX_HEADERS: usize = 100;
 
 /// How a request's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,9 @@ pub struct Head<'a> {
     pub body: BodyFraming,
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
+    /// An HTTP/1.0 request: keeping its connection open must be confirmed with
+    /// `Connection: keep-alive`.
+    pub http10: bool,
     /// `Expect: 100-continue`: the client waits for `100 Continue` before the body.
     pub expect_continue: bool,
 }
@@ -94,7 +97,12 @@ const LENGTH_AND_CHUNKED: Refusal = Refusal::new(
 const UNSUPPORTED_CODING: Refusal = Refusal::new(
     501,
     "unsupported_transfer_coding",
-    "only Transfer-Encoding: chunked is supported",
+    "only Transfer-Encoding: chunked, once, is supported",
+);
+const CODING_ON_HTTP10: Refusal = Refusal::new(
+    400,
+    "invalid_framing",
+    "Transfer-Encoding is not defined for HTTP/1.0",
 );
 const BAD_EXPECT: Refusal = Refusal::new(
     417,
@@ -134,7 +142,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, Refusal> {
         authorization: None,
     };
     let mut content_length: Option<u64> = None;
-    let mut transfer_encoding = false;
+    // Transfer codings over every Transfer-Encoding field, in order.
+    let mut codings = 0usize;
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
@@ -171,25 +180,22 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, Refusal> {
                 content_length = Some(parsed);
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
-                transfer_encoding = true;
-                // Only a final `chunked` frames the body; anything after it (or a
-                // coding we would have to undo) cannot be read here.
-                let last = value
-                    .rsplit(|&b| b == b',')
-                    .map(<[u8]>::trim_ascii)
-                    .find(|t| !t.is_empty());
-                let chunked = last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-                let only_chunked = value
-                    .split(|&b| b == b',')
-                    .map(<[u8]>::trim_ascii)
-                    .filter(|t| !t.is_empty())
-                    .all(|t| t.eq_ignore_ascii_case(b"chunked"));
-                if !chunked || !only_chunked {
-                    return Err(UNSUPPORTED_CODING);
+                // Exactly one coding, `chunked`, over all the fields: any other coding
+                // would have to be undone, chunked twice is invalid, and an empty list
+                // element is where parsers disagree (request smuggling lives there).
+                for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    codings += 1;
+                    if codings > 1 || !coding.eq_ignore_ascii_case(b"chunked") {
+                        return Err(UNSUPPORTED_CODING);
+                    }
                 }
             }
             _ => {}
         }
+    }
+    let transfer_encoding = codings > 0;
+    if transfer_encoding && http10 {
+        return Err(CODING_ON_HTTP10);
     }
     let body = match (transfer_encoding, content_length) {
         (true, Some(_)) => return Err(LENGTH_AND_CHUNKED),
@@ -207,6 +213,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, Refusal> {
         len,
         body,
         keep_alive,
+        http10,
         expect_continue: expect_continue && !http10 && body != BodyFraming::Empty,
     }))
 }
@@ -234,7 +241,8 @@ fn split_target(target: &str) -> Result<(&str, Option<&str>), Refusal> {
         match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
             // `http://host?q` has an empty path, which means `/`.
-            _ => "/",
+            Some(i) => return Ok(("/", Some(&rest[i + 1..]))),
+            None => "/",
         }
     };
     Ok(match origin.split_once('?') {
@@ -273,6 +281,10 @@ enum ChunkState {
     Size {
         size: u64,
         digits: u8,
+    },
+    /// Whitespace after the size, before `;` or CR.
+    SizeSpace {
+        size: u64,
     },
     /// Skipping a chunk extension up to CRLF.
     Extension {
@@ -338,8 +350,15 @@ impl ChunkedDecoder {
                         digits: digits + 1,
                     },
                     (Some(_), _) => return Err(ChunkError::TooLarge),
-                    (None, b';' | b' ' | b'\t') => Extension { size },
+                    (None, b';') => Extension { size },
+                    (None, b' ' | b'\t') => SizeSpace { size },
                     (None, b'\r') => SizeLf { size },
+                    _ => return Err(ChunkError::Malformed),
+                },
+                SizeSpace { size } => match b {
+                    b' ' | b'\t' => SizeSpace { size },
+                    b';' => Extension { size },
+                    b'\r' => SizeLf { size },
                     _ => return Err(ChunkError::Malformed),
                 },
                 Extension { size } => {
@@ -359,7 +378,8 @@ impl ChunkedDecoder {
                         if body.len() as u64 + size > limit as u64 {
                             return Err(ChunkError::TooLarge);
                         }
-                        body.reserve(size as usize);
+                        // Grown as the data arrives: a size line alone reserves little.
+                        body.reserve((size as usize).min(1 << 20));
                         Data { left: size }
                     }
                     _ => return Err(ChunkError::Malformed),
@@ -473,14 +493,24 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// What an answer says about its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// Nothing: HTTP/1.1 keeps connections open by default.
+    Default,
+    /// `Connection: keep-alive`, which an HTTP/1.0 client needs to keep it open.
+    KeepAlive,
+    /// `Connection: close`: the last answer on this connection.
+    Close,
+}
+
 /// Appends `response` in HTTP/1.1 to `out`: status line, headers, body (left out for
-/// `HEAD`, whose `Content-Length` is still the body's). `close` adds
-/// `Connection: close`.
+/// `HEAD`, whose `Content-Length` is still the body's).
 pub fn write_response(
     out: &mut Vec<u8>,
     response: &api::Response,
     head_only: bool,
-    close: bool,
+    connection: Connection,
     date: &HttpDate,
 ) {
     out.reserve(160 + response.body.len());
@@ -498,8 +528,10 @@ pub fn write_response(
     if response.authenticate {
         out.extend_from_slice(b"\r\nwww-authenticate: Bearer");
     }
-    if close {
-        out.extend_from_slice(b"\r\nconnection: close");
+    match connection {
+        Connection::Default => {}
+        Connection::KeepAlive => out.extend_from_slice(b"\r\nconnection: keep-alive"),
+        Connection::Close => out.extend_from_slice(b"\r\nconnection: close"),
     }
     // 304 carries no body and no length of its own (RFC 9110 §15.4.5).
     if response.status != 304 {
@@ -627,6 +659,19 @@ mod tests {
             refusal("POST / HTTP/1.1\r\nExpect: something-else\r\n\r\n").status,
             417
         );
+        // chunked once, alone, in one list: anything else is where parsers disagree.
+        for te in ["chunked,", ", chunked", "chunked, chunked", "identity"] {
+            let raw = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert_eq!(refusal(&raw).status, 501, "{te:?}");
+        }
+        assert_eq!(
+            refusal("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n").status,
+            501
+        );
+        assert_eq!(
+            refusal("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n").code,
+            "invalid_framing"
+        );
     }
 
     #[test]
@@ -637,6 +682,8 @@ mod tests {
             ("/v1/prices/A", Some("store=s"))
         );
         let h = head("GET HTTP://edge?x=1 HTTP/1.1\r\n\r\n");
+        assert_eq!((h.request.path, h.request.query), ("/", Some("x=1")));
+        let h = head("GET http://edge HTTP/1.1\r\n\r\n");
         assert_eq!((h.request.path, h.request.query), ("/", None));
         let h = head("OPTIONS * HTTP/1.1\r\n\r\n");
         assert_eq!((h.request.method, h.request.path), (Method::Other, "*"));
@@ -704,6 +751,12 @@ mod tests {
             ChunkError::Malformed
         );
         assert_eq!(
+            dechunk(b"2 garbage\r\nab\r\n0\r\n\r\n", 1, limit).unwrap_err(),
+            ChunkError::Malformed
+        );
+        let (body, _) = dechunk(b"2 \t;ext\r\nab\r\n0\r\n\r\n", 1, limit).unwrap();
+        assert_eq!(body, b"ab", "whitespace before an extension is allowed");
+        assert_eq!(
             dechunk(b"ffffffffffffffffff\r\n", 1, limit).unwrap_err(),
             ChunkError::TooLarge
         );
@@ -723,7 +776,7 @@ mod tests {
         let mut response = api::Response::error(405, "method_not_allowed", "no");
         response.allow = Some("GET, HEAD");
         let mut out = Vec::new();
-        write_response(&mut out, &response, false, true, &date);
+        write_response(&mut out, &response, false, Connection::Close, &date);
         let text = String::from_utf8(out).unwrap();
         let body = String::from_utf8(response.body.clone()).unwrap();
         assert_eq!(
@@ -731,7 +784,7 @@ mod tests {
             format!("HTTP/1.1 405 Method Not Allowed\r\ncontent-type: application/json\r\nallow: GET, HEAD\r\nconnection: close\r\ncontent-length: {}\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n{body}", body.len())
         );
         let mut out = Vec::new();
-        write_response(&mut out, &response, true, false, &date);
+        write_response(&mut out, &response, true, Connection::Default, &date);
         assert!(out.ends_with(b"GMT\r\n\r\n"), "HEAD has no body");
     }
 }

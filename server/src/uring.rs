@@ -52,9 +52,10 @@ const RECV_BUFFERS: u16 = 512;
 const RECV_BUFFER_BYTES: usize = 8 * 1024;
 const BUFFER_GROUP: u16 = 0;
 /// Answers queued on one connection before it stops reading requests.
-pub const SEND_HIGH_WATER: usize = 1 << 20;
-/// Received bytes one connection may hold unparsed before its receive is cancelled.
-pub const MAX_UNPARSED: usize = 2 * h1::MAX_HEAD_BYTES;
+pub const SEND_HIGH_WATER: usize = 64 * 1024;
+/// Received bytes one connection may hold unparsed (a whole head fits) before its
+/// receive is cancelled until the backlog drains.
+pub const MAX_UNPARSED: usize = h1::MAX_HEAD_BYTES + RECV_BUFFER_BYTES;
 /// Largest body skipped on a route that reads none; a larger one closes the connection
 /// after the answer.
 const MAX_DISCARDED_BODY: usize = 64 * 1024;
@@ -63,8 +64,8 @@ const MAX_CONNECTIONS: usize = 1 << 18;
 /// How much a closing connection is read out after its last answer, at most.
 const LINGER_BYTES: usize = 1 << 20;
 
-/// Time limits of the io_uring transport, in seconds. They are checked once a second, so
-/// each may run up to a second over.
+/// Time limits of the io_uring transport, in seconds. They are checked once a second: a
+/// limit of N seconds acts after between N and N + 1 seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// A request whose head or body has stalled this long gets 408 and the connection
@@ -172,6 +173,7 @@ pub fn serve_with(
                     mailbox,
                     date: h1::http_date(unix_secs()),
                     date_secs: unix_secs(),
+                    tick: 0,
                 };
                 // A single-issuer ring belongs to the thread that creates it.
                 match Worker::new(listener, ctx, stop, timeouts) {
@@ -428,6 +430,8 @@ struct Ctx {
     /// The `Date` header, redone when the second changes.
     date: HttpDate,
     date_secs: u64,
+    /// Seconds since the worker started (its tick count).
+    tick: u32,
 }
 
 impl Ctx {
@@ -440,15 +444,51 @@ impl Ctx {
     }
 
     fn spawn_admin(&self, slot: u32, generation: u32, call: AdminCall, body: Bytes) {
-        let (api, mailbox) = (Arc::clone(&self.api), Arc::clone(&self.mailbox));
+        let api = Arc::clone(&self.api);
+        // Answers the connection even if the call panics or the runtime drops it.
+        let mut reply = AdminReply {
+            mailbox: Arc::clone(&self.mailbox),
+            slot,
+            generation,
+            sent: false,
+        };
         self.admin.spawn(async move {
             let response = api.admin(call, body).await;
-            mailbox.post(AdminDone {
-                slot,
-                generation,
-                response,
-            });
+            reply.send(response);
         });
+    }
+}
+
+/// The way back from the admin thread for one call. Dropped without an answer (the call
+/// panicked, or the server is stopping), it answers 500 so the connection is not left
+/// waiting.
+struct AdminReply {
+    mailbox: Arc<Mailbox>,
+    slot: u32,
+    generation: u32,
+    sent: bool,
+}
+
+impl AdminReply {
+    fn send(&mut self, response: Response) {
+        self.sent = true;
+        self.mailbox.post(AdminDone {
+            slot: self.slot,
+            generation: self.generation,
+            response,
+        });
+    }
+}
+
+impl Drop for AdminReply {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.send(Response::error(
+                500,
+                "internal_error",
+                "the admin call failed before answering",
+            ));
+        }
     }
 }
 
@@ -464,7 +504,7 @@ enum Closing {
         until_tick: u32,
         discarded: usize,
     },
-    /// Close as soon as no operation is in flight.
+    /// Close as soon as no operation is in flight; nothing more is sent.
     Now,
 }
 
@@ -475,13 +515,13 @@ enum Phase {
     /// Reading a request body.
     Body(Box<BodyRead>),
     /// An admin call runs on the admin thread; requests behind it wait.
-    Admin { keep_alive: bool },
+    Admin { connection: h1::Connection },
 }
 
 struct BodyRead {
     /// The call the body is for; `None` skips the body of a request already answered.
     call: Option<AdminCall>,
-    keep_alive: bool,
+    connection: h1::Connection,
     framing: BodyProgress,
     body: Vec<u8>,
     limit: usize,
@@ -523,6 +563,16 @@ impl BodyRead {
     }
 }
 
+/// Buffers grown past this by one large answer or request go back to the allocator
+/// once drained, so an idle connection holds little.
+const RETAINED_BUFFER_BYTES: usize = 64 * 1024;
+
+fn release_if_large(buf: &mut Vec<u8>) {
+    if buf.is_empty() && buf.capacity() > RETAINED_BUFFER_BYTES {
+        *buf = Vec::new();
+    }
+}
+
 /// One client connection.
 struct Conn {
     fd: RawFd,
@@ -540,10 +590,24 @@ struct Conn {
     phase: Phase,
     closing: Closing,
     recv_armed: bool,
+    /// The armed receive is multishot (it reads whatever arrives until cancelled).
+    recv_multishot: bool,
+    /// Parsing stopped with requests left in `unparsed` because answers are backed up
+    /// or an admin call is running (not because the input ran out): read no more than a
+    /// buffer at a time until they are through.
+    backlogged: bool,
     send_armed: bool,
-    cancel_sent: bool,
+    recv_cancel_sent: bool,
+    send_cancel_sent: bool,
     peer_eof: bool,
-    last_active_tick: u32,
+    /// Requests answered (a connection that never sent one is closed sooner).
+    answered: u64,
+    /// When the partial request head in `unparsed` started to arrive: the head must be
+    /// whole within the request timeout.
+    head_since_tick: Option<u32>,
+    /// Last tick bytes arrived, and last tick a send completed or nothing was pending.
+    recv_tick: u32,
+    send_tick: u32,
 }
 
 impl Conn {
@@ -559,21 +623,28 @@ impl Conn {
             phase: Phase::Head,
             closing: Closing::Open,
             recv_armed: false,
+            recv_multishot: false,
+            backlogged: false,
             send_armed: false,
-            cancel_sent: false,
+            recv_cancel_sent: false,
+            send_cancel_sent: false,
             peer_eof: false,
-            last_active_tick: tick,
+            answered: 0,
+            head_since_tick: None,
+            recv_tick: tick,
+            send_tick: tick,
         }
     }
 
     /// Takes in received bytes: parses what requests it can and queues their answers.
     fn receive(&mut self, ctx: &Ctx, data: &[u8]) {
+        self.recv_tick = ctx.tick;
         match &mut self.closing {
             Closing::Open => {}
             Closing::Lingering { discarded, .. } => {
                 *discarded += data.len();
                 if *discarded > LINGER_BYTES {
-                    self.closing = Closing::Now;
+                    self.abort();
                 }
                 return;
             }
@@ -594,12 +665,14 @@ impl Conn {
 
     fn consume_unparsed(&mut self, ctx: &Ctx) {
         if self.unparsed.is_empty() {
+            self.backlogged = false;
             return;
         }
         let mut unparsed = std::mem::take(&mut self.unparsed);
         let used = self.consume(ctx, &unparsed);
         if self.closing == Closing::Open {
             unparsed.drain(..used);
+            release_if_large(&mut unparsed);
             self.unparsed = unparsed;
         }
     }
@@ -608,19 +681,28 @@ impl Conn {
     /// admin thread, or the answers back up. Returns the bytes used.
     fn consume(&mut self, ctx: &Ctx, data: &[u8]) -> usize {
         let mut pos = 0;
+        self.backlogged = false;
         loop {
-            if self.closing != Closing::Open || self.out.len() > SEND_HIGH_WATER {
+            if self.closing != Closing::Open {
+                return pos;
+            }
+            if self.out.len() > SEND_HIGH_WATER || matches!(self.phase, Phase::Admin { .. }) {
+                self.backlogged = pos < data.len();
                 return pos;
             }
             match &mut self.phase {
-                Phase::Admin { .. } => return pos,
+                Phase::Admin { .. } => unreachable!("returned above"),
                 Phase::Head => {
                     if pos == data.len() {
                         return pos;
                     }
                     match h1::parse_head(&data[pos..]) {
-                        Ok(None) => return pos,
+                        Ok(None) => {
+                            self.head_since_tick.get_or_insert(ctx.tick);
+                            return pos;
+                        }
                         Ok(Some(head)) => {
+                            self.head_since_tick = None;
                             pos += head.len;
                             self.start(ctx, &head);
                         }
@@ -630,7 +712,7 @@ impl Conn {
                                 refusal.status,
                                 std::time::Duration::ZERO,
                             );
-                            self.answer(ctx, &refusal.response(), false, false);
+                            self.answer(ctx, &refusal.response(), false, h1::Connection::Close);
                             return data.len();
                         }
                     }
@@ -652,7 +734,7 @@ impl Conn {
                         unreachable!("matched above")
                     };
                     if let Some(call) = read.call {
-                        self.call(ctx, call, read.body, read.keep_alive);
+                        self.call(ctx, call, read.body, read.connection);
                     }
                 }
             }
@@ -663,24 +745,32 @@ impl Conn {
     fn start(&mut self, ctx: &Ctx, head: &h1::Head<'_>) {
         let started = Instant::now();
         let head_only = head.request.method == Method::Head;
-        match ctx.api.route(&head.request) {
+        let routed = catch_panic(|| ctx.api.route(&head.request));
+        match routed {
             Routed::Done(response) => {
                 // A body on a route that reads none is skipped if small; a large one is
-                // not worth reading, so the connection closes after the answer.
+                // not worth reading, so the connection closes after the answer. So does
+                // one whose client waits for `100 Continue`: it may send the body or
+                // not, and there is no telling which.
                 let skippable = match head.body {
-                    BodyFraming::Empty | BodyFraming::Chunked => true,
-                    BodyFraming::Length(n) => n <= MAX_DISCARDED_BODY as u64,
+                    BodyFraming::Empty => true,
+                    BodyFraming::Chunked => !head.expect_continue,
+                    BodyFraming::Length(n) => {
+                        n <= MAX_DISCARDED_BODY as u64 && !head.expect_continue
+                    }
                 };
-                let keep_alive = head.keep_alive && skippable;
-                self.answer(ctx, &response, head_only, keep_alive);
-                if keep_alive {
+                let connection = connection_of(head, skippable);
+                self.answer(ctx, &response, head_only, connection);
+                if connection != h1::Connection::Close {
                     self.read_body(head, None, MAX_DISCARDED_BODY, started);
                 }
             }
             Routed::NeedsBody(call) => {
                 let limit = ctx.api.body_limit(call);
                 match head.body {
-                    BodyFraming::Empty => self.call(ctx, call, Vec::new(), head.keep_alive),
+                    BodyFraming::Empty => {
+                        self.call(ctx, call, Vec::new(), connection_of(head, true))
+                    }
                     BodyFraming::Length(n) if n > limit as u64 => {
                         self.refuse_body(ctx, Some(call), limit, started, ChunkError::TooLarge)
                     }
@@ -711,14 +801,15 @@ impl Conn {
                 metadata: 0,
             },
         };
+        // Grown as the body arrives, not reserved from what the head announces.
         let capacity = match (call, head.body) {
-            (Some(_), BodyFraming::Length(n)) => n as usize,
+            (Some(_), BodyFraming::Length(n)) => (n as usize).min(1 << 20),
             (Some(_), _) => 16 * 1024,
             (None, _) => 0,
         };
         self.phase = Phase::Body(Box::new(BodyRead {
             call,
-            keep_alive: head.keep_alive,
+            connection: connection_of(head, true),
             framing,
             body: Vec::with_capacity(capacity),
             limit,
@@ -727,12 +818,12 @@ impl Conn {
     }
 
     /// Runs a call whose body is in: quotes inline, admin calls on the admin thread.
-    fn call(&mut self, ctx: &Ctx, call: AdminCall, body: Vec<u8>, keep_alive: bool) {
+    fn call(&mut self, ctx: &Ctx, call: AdminCall, body: Vec<u8>, connection: h1::Connection) {
         if call == AdminCall::Quote {
-            let response = ctx.api.quote_recorded(&body);
-            self.answer(ctx, &response, false, keep_alive);
+            let response = catch_panic(|| ctx.api.quote_recorded(&body));
+            self.answer(ctx, &response, false, connection);
         } else {
-            self.phase = Phase::Admin { keep_alive };
+            self.phase = Phase::Admin { connection };
             ctx.spawn_admin(self.slot, self.generation, call, Bytes::from(body));
         }
     }
@@ -767,26 +858,132 @@ impl Conn {
         };
         ctx.api
             .record_refused(call, response.status, started.elapsed());
-        self.answer(ctx, &response, false, false);
+        self.answer(ctx, &response, false, h1::Connection::Close);
     }
 
-    /// Queues an answer; without keep-alive it is the last one.
-    fn answer(&mut self, ctx: &Ctx, response: &Response, head_only: bool, keep_alive: bool) {
-        h1::write_response(&mut self.out, response, head_only, !keep_alive, &ctx.date);
-        if !keep_alive {
+    /// Queues an answer; with `Connection::Close` it is the last one.
+    fn answer(
+        &mut self,
+        ctx: &Ctx,
+        response: &Response,
+        head_only: bool,
+        connection: h1::Connection,
+    ) {
+        h1::write_response(&mut self.out, response, head_only, connection, &ctx.date);
+        self.answered += 1;
+        if connection == h1::Connection::Close {
             self.closing = Closing::AfterFlush;
         }
     }
 
+    /// The connection is dead or not worth keeping: nothing more is sent or read.
+    fn abort(&mut self) {
+        self.closing = Closing::Now;
+    }
+
     /// Whether the connection should have a receive armed.
     fn wants_input(&self) -> bool {
+        // Room for a whole head while one is arriving; while requests wait behind
+        // unsent answers or an admin call, only for a receive's worth more.
+        let room = if self.backlogged {
+            RECV_BUFFER_BYTES
+        } else {
+            MAX_UNPARSED
+        };
         !self.peer_eof
-            && self.unparsed.len() <= MAX_UNPARSED
+            && self.unparsed.len() <= room
             && matches!(self.closing, Closing::Open | Closing::Lingering { .. })
     }
 
+    /// Nothing queued or in flight to send.
     fn is_flushed(&self) -> bool {
-        !self.send_armed && self.out.is_empty()
+        !self.send_armed && self.out.is_empty() && self.flight.is_empty()
+    }
+
+    /// What the once-a-second check decides for this connection.
+    fn check_time(&mut self, ctx: &Ctx, timeouts: &Timeouts) -> bool {
+        let tick = ctx.tick;
+        let since_recv = tick.wrapping_sub(self.recv_tick);
+        // A send that has not completed for a whole request timeout: the client stopped
+        // reading its answers.
+        if self.send_armed && tick.wrapping_sub(self.send_tick) > timeouts.request_secs {
+            self.abort();
+            return true;
+        }
+        match self.closing {
+            Closing::Lingering { until_tick, .. }
+                if tick.wrapping_sub(until_tick) < u32::MAX / 2 =>
+            {
+                self.abort();
+                true
+            }
+            Closing::Open if self.is_flushed() => {
+                let stalled = match self.phase {
+                    Phase::Head => self
+                        .head_since_tick
+                        .is_some_and(|since| tick.wrapping_sub(since) > timeouts.request_secs),
+                    Phase::Body(_) => since_recv > timeouts.request_secs,
+                    Phase::Admin { .. } => false,
+                };
+                if stalled {
+                    self.phase = Phase::Head;
+                    self.unparsed.clear();
+                    self.head_since_tick = None;
+                    let response = Response::error(
+                        408,
+                        "request_timeout",
+                        &format!(
+                            "the request did not arrive within {} s",
+                            timeouts.request_secs
+                        ),
+                    );
+                    self.answer(ctx, &response, false, h1::Connection::Close);
+                    return true;
+                }
+                let idle = matches!(self.phase, Phase::Head) && self.unparsed.is_empty();
+                let limit = if self.answered == 0 {
+                    // Connected and said nothing: no keep-alive courtesy for that.
+                    timeouts.request_secs
+                } else {
+                    timeouts.idle_secs
+                };
+                if idle && since_recv > limit {
+                    self.abort();
+                    return true;
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The keep-alive answer to a request: close unless the client wants it kept and
+/// `keep` allows.
+fn connection_of(head: &h1::Head<'_>, keep: bool) -> h1::Connection {
+    match (head.keep_alive && keep, head.http10) {
+        (false, _) => h1::Connection::Close,
+        (true, true) => h1::Connection::KeepAlive,
+        (true, false) => h1::Connection::Default,
+    }
+}
+
+/// Runs request code; a panic in it becomes a 500 for that request instead of taking
+/// the worker, and every connection on it, down.
+fn catch_panic<T: From<Response>>(f: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        error!("a request handler panicked; answering 500");
+        T::from(Response::error(
+            500,
+            "internal_error",
+            "the edge failed to answer this request",
+        ))
+    })
+}
+
+impl From<Response> for Routed {
+    fn from(response: Response) -> Routed {
+        Routed::Done(response)
     }
 }
 
@@ -840,10 +1037,11 @@ struct Worker {
     stop: Arc<AtomicBool>,
     timeouts: Timeouts,
     accept_armed: bool,
+    /// Entries that did not fit the submission queue, pushed before the next submit.
+    backlog: std::collections::VecDeque<squeue::Entry>,
     /// Where the mailbox eventfd's count is read into.
     wake_buf: Box<u64>,
     tick_spec: Box<types::Timespec>,
-    tick: u32,
     completions: Vec<(u64, i32, u32)>,
 }
 
@@ -869,9 +1067,9 @@ impl Worker {
             stop,
             timeouts,
             accept_armed: false,
+            backlog: std::collections::VecDeque::new(),
             wake_buf: Box::new(0),
             tick_spec: Box::new(types::Timespec::new().sec(1)),
-            tick: 0,
             completions: Vec::with_capacity(1024),
         })
     }
@@ -882,6 +1080,7 @@ impl Worker {
         self.arm_tick();
         while !self.stop.load(Ordering::Acquire) {
             self.buffers.publish();
+            self.flush_backlog();
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 // Interrupted, or the completion queue is full: drain what is there.
@@ -908,20 +1107,35 @@ impl Worker {
         self.close_all();
     }
 
+    /// Queues an entry for the next submission.
     fn push(&mut self, entry: squeue::Entry) {
-        loop {
-            // SAFETY: every buffer an entry points at outlives its operation: receive
-            // buffers and the wake/tick cells live as long as the ring, and a
-            // connection's `flight` is neither touched nor freed while its send is in
-            // flight (connections are freed only with nothing in flight).
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return;
+        if !self.backlog.is_empty() || !self.try_push(&entry) {
+            // The queue is full: the entry waits for the next pass's submit, which
+            // also drains the completions that may be holding the kernel up.
+            self.backlog.push_back(entry);
+        }
+    }
+
+    fn try_push(&mut self, entry: &squeue::Entry) -> bool {
+        // SAFETY: every buffer an entry points at outlives its operation: receive
+        // buffers and the wake/tick cells live as long as the ring, and a connection's
+        // `flight` is neither touched nor freed while its send is in flight
+        // (connections are freed only with nothing in flight).
+        unsafe { self.ring.submission().push(entry) }.is_ok()
+    }
+
+    /// Moves backlogged entries into the submission queue, submitting as it fills.
+    fn flush_backlog(&mut self) {
+        while let Some(entry) = self.backlog.pop_front() {
+            if self.try_push(&entry) {
+                continue;
             }
-            // The queue is full: hand it to the kernel now.
-            if let Err(err) = self.ring.submit() {
-                if err.raw_os_error() != Some(libc::EBUSY) {
-                    error!(error = %err, "io_uring submit failed");
-                }
+            let submitted = self.ring.submit();
+            if submitted.is_err() || !self.try_push(&entry) {
+                // The kernel takes no more now (its completion queue is full): the
+                // rest waits until this pass's completions are reaped.
+                self.backlog.push_front(entry);
+                return;
             }
         }
     }
@@ -990,7 +1204,7 @@ impl Worker {
             return;
         }
         set_nodelay(fd);
-        let slot = self.conns.insert(fd, self.tick);
+        let slot = self.conns.insert(fd, self.ctx.tick);
         self.settle(slot);
     }
 
@@ -1004,12 +1218,11 @@ impl Worker {
         };
         if !cqueue::more(flags) {
             conn.recv_armed = false;
-            conn.cancel_sent = false;
+            conn.recv_cancel_sent = false;
         }
         match result {
             n if n > 0 => {
                 let bid = bid.expect("a receive with data names its buffer");
-                conn.last_active_tick = self.tick;
                 conn.receive(&self.ctx, self.buffers.bytes(bid, n as usize));
                 self.buffers.recycle(bid);
             }
@@ -1017,38 +1230,44 @@ impl Worker {
                 conn.peer_eof = true;
                 match conn.closing {
                     // The answer to a request in progress is still wanted (a client may
-                    // shut its sending side after the request).
+                    // shut its sending side after the request), but a body will not
+                    // complete any more.
                     Closing::Open | Closing::AfterFlush => {
                         if matches!(conn.phase, Phase::Body(_)) {
-                            conn.closing = Closing::Now;
+                            conn.abort();
                         }
                     }
-                    Closing::Lingering { .. } | Closing::Now => conn.closing = Closing::Now,
+                    Closing::Lingering { .. } | Closing::Now => conn.abort(),
                 }
             }
             // Out of provided buffers (re-armed below) or our own cancel.
             n if n == -libc::ENOBUFS || n == -libc::ECANCELED => {}
             n => {
                 debug!(error = %std::io::Error::from_raw_os_error(-n), "receive failed");
-                conn.closing = Closing::Now;
+                conn.abort();
             }
         }
         self.settle(slot);
     }
 
     fn on_send(&mut self, slot: u32, generation: u32, result: i32) {
+        let tick = self.ctx.tick;
         let Some(conn) = self.conns.get_mut(slot, generation) else {
             return;
         };
         conn.send_armed = false;
+        conn.send_cancel_sent = false;
         if result < 0 {
+            // Reset or cancelled: what was left of the answers cannot be delivered.
             debug!(error = %std::io::Error::from_raw_os_error(-result), "send failed");
-            conn.closing = Closing::Now;
+            conn.abort();
         } else {
+            conn.send_tick = tick;
             conn.sent += result as usize;
             if conn.sent == conn.flight.len() {
                 conn.flight.clear();
                 conn.sent = 0;
+                release_if_large(&mut conn.flight);
                 // Room again: read what waited behind the backlog.
                 if matches!(conn.phase, Phase::Head | Phase::Body(_)) {
                     conn.consume_unparsed(&self.ctx);
@@ -1066,9 +1285,9 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(done.slot, done.generation) else {
                 continue;
             };
-            if let Phase::Admin { keep_alive } = conn.phase {
+            if let Phase::Admin { connection } = conn.phase {
                 conn.phase = Phase::Head;
-                conn.answer(&self.ctx, &done.response, false, keep_alive);
+                conn.answer(&self.ctx, &done.response, false, connection);
                 conn.consume_unparsed(&self.ctx);
             }
             self.settle(done.slot);
@@ -1079,49 +1298,19 @@ impl Worker {
     }
 
     fn on_tick(&mut self) {
-        self.tick = self.tick.wrapping_add(1);
+        self.ctx.tick = self.ctx.tick.wrapping_add(1);
         if !self.accept_armed && !self.stop.load(Ordering::Relaxed) {
             self.arm_accept();
         }
-        let tick = self.tick;
-        let mut expired = Vec::new();
+        let mut changed = Vec::new();
         for (_, conn) in &mut self.conns.slots {
-            let Some(conn) = conn else { continue };
-            let idle = tick.wrapping_sub(conn.last_active_tick);
-            match conn.closing {
-                Closing::Lingering { until_tick, .. } if tick >= until_tick => {
-                    conn.closing = Closing::Now
+            if let Some(conn) = conn {
+                if conn.check_time(&self.ctx, &self.timeouts) {
+                    changed.push(conn.slot);
                 }
-                Closing::Open => {
-                    let mid_request = matches!(conn.phase, Phase::Body(_))
-                        || (matches!(conn.phase, Phase::Head) && !conn.unparsed.is_empty());
-                    if mid_request && idle >= self.timeouts.request_secs {
-                        conn.phase = Phase::Head;
-                        conn.unparsed.clear();
-                        let response = Response::error(
-                            408,
-                            "request_timeout",
-                            &format!(
-                                "the request did not arrive within {} s",
-                                self.timeouts.request_secs
-                            ),
-                        );
-                        conn.answer(&self.ctx, &response, false, false);
-                    } else if !mid_request
-                        && matches!(conn.phase, Phase::Head)
-                        && conn.is_flushed()
-                        && idle >= self.timeouts.idle_secs
-                    {
-                        conn.closing = Closing::Now;
-                    } else {
-                        continue;
-                    }
-                }
-                _ => continue,
             }
-            expired.push(conn.slot);
         }
-        for slot in expired {
+        for slot in changed {
             self.settle(slot);
         }
         self.arm_tick();
@@ -1130,34 +1319,37 @@ impl Worker {
     /// Brings a connection's operations in line with its state: sends what is
     /// queued, starts or cancels its receive, and closes it when it is done.
     fn settle(&mut self, slot: u32) {
-        let tick = self.tick;
+        let (tick, linger) = (self.ctx.tick, self.timeouts.linger_secs);
         let Some((_, Some(conn))) = self.conns.slots.get_mut(slot as usize) else {
             return;
         };
-        let mut entries: [Option<squeue::Entry>; 2] = [None, None];
-        if !conn.send_armed && conn.sent == conn.flight.len() && !conn.out.is_empty() {
-            std::mem::swap(&mut conn.out, &mut conn.flight);
-            conn.out.clear();
-            conn.sent = 0;
+        let mut entries: [Option<squeue::Entry>; 3] = [None, None, None];
+        if conn.closing != Closing::Now {
+            if !conn.send_armed && conn.flight.is_empty() && !conn.out.is_empty() {
+                std::mem::swap(&mut conn.out, &mut conn.flight);
+                release_if_large(&mut conn.out);
+                conn.sent = 0;
+                conn.send_tick = tick;
+            }
+            if !conn.send_armed && conn.sent < conn.flight.len() {
+                let rest = &conn.flight[conn.sent..];
+                entries[0] = Some(
+                    opcode::Send::new(types::Fd(conn.fd), rest.as_ptr(), rest.len() as u32)
+                        .flags(libc::MSG_NOSIGNAL)
+                        .build()
+                        .user_data(token(Op::Send, slot, conn.generation)),
+                );
+                conn.send_armed = true;
+            }
         }
-        if !conn.send_armed && conn.sent < conn.flight.len() {
-            let rest = &conn.flight[conn.sent..];
-            entries[0] = Some(
-                opcode::Send::new(types::Fd(conn.fd), rest.as_ptr(), rest.len() as u32)
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-                    .user_data(token(Op::Send, slot, conn.generation)),
-            );
-            conn.send_armed = true;
-        }
-        if conn.closing == Closing::AfterFlush && conn.is_flushed() && conn.flight.is_empty() {
+        if conn.closing == Closing::AfterFlush && conn.is_flushed() {
             conn.closing = if conn.peer_eof {
                 Closing::Now
             } else {
                 // SAFETY: shuts our own socket for writing; no memory involved.
                 unsafe { libc::shutdown(conn.fd, libc::SHUT_WR) };
                 Closing::Lingering {
-                    until_tick: tick.wrapping_add(self.timeouts.linger_secs),
+                    until_tick: tick.wrapping_add(linger),
                     discarded: 0,
                 }
             };
@@ -1166,27 +1358,50 @@ impl Worker {
             && conn.peer_eof
             && matches!(conn.phase, Phase::Head)
             && conn.is_flushed()
-            && conn.flight.is_empty()
         {
             conn.closing = Closing::Now;
         }
         if conn.closing == Closing::Now {
-            if conn.recv_armed && !conn.cancel_sent {
-                entries[1] = Some(cancel(slot, conn.generation));
-                conn.cancel_sent = true;
+            if conn.recv_armed && !conn.recv_cancel_sent {
+                entries[1] = Some(cancel(Op::Recv, slot, conn.generation));
+                conn.recv_cancel_sent = true;
+            }
+            if conn.send_armed && !conn.send_cancel_sent {
+                entries[2] = Some(cancel(Op::Send, slot, conn.generation));
+                conn.send_cancel_sent = true;
             }
         } else if conn.wants_input() {
+            // A multishot receive reads all the client has sent, as fast as it arrives:
+            // right while requests flow, wrong while they wait (it would move the
+            // client's whole backlog from the kernel's buffers, which push back on the
+            // client, into ours, which do not). A backlogged connection reads one buffer
+            // per receive.
+            let user_data = token(Op::Recv, slot, conn.generation);
             if !conn.recv_armed {
-                entries[1] = Some(
+                entries[1] = Some(if conn.backlogged {
+                    opcode::Recv::new(
+                        types::Fd(conn.fd),
+                        std::ptr::null_mut(),
+                        RECV_BUFFER_BYTES as u32,
+                    )
+                    .buf_group(BUFFER_GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+                    .user_data(user_data)
+                } else {
                     opcode::RecvMulti::new(types::Fd(conn.fd), BUFFER_GROUP)
                         .build()
-                        .user_data(token(Op::Recv, slot, conn.generation)),
-                );
+                        .user_data(user_data)
+                });
                 conn.recv_armed = true;
+                conn.recv_multishot = !conn.backlogged;
+            } else if conn.recv_multishot && conn.backlogged && !conn.recv_cancel_sent {
+                entries[1] = Some(cancel(Op::Recv, slot, conn.generation));
+                conn.recv_cancel_sent = true;
             }
-        } else if conn.recv_armed && !conn.cancel_sent {
-            entries[1] = Some(cancel(slot, conn.generation));
-            conn.cancel_sent = true;
+        } else if conn.recv_armed && !conn.recv_cancel_sent {
+            entries[1] = Some(cancel(Op::Recv, slot, conn.generation));
+            conn.recv_cancel_sent = true;
         }
         let done = conn.closing == Closing::Now && !conn.recv_armed && !conn.send_armed;
         for entry in entries.into_iter().flatten() {
@@ -1204,10 +1419,11 @@ impl Worker {
     /// On shutdown: stops every operation, waits (briefly) for them to end, and closes
     /// every connection.
     fn close_all(&mut self) {
+        self.backlog.clear();
         let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any().all())
             .build()
             .user_data(token(Op::Cancel, 0, 0));
-        self.push(entry);
+        let _ = self.try_push(&entry);
         let deadline = Instant::now() + std::time::Duration::from_secs(1);
         let in_flight = |conns: &Slab| {
             conns
@@ -1241,6 +1457,11 @@ impl Worker {
         }
         for slot in 0..self.conns.slots.len() as u32 {
             if let Some(conn) = self.conns.remove(slot) {
+                if conn.send_armed {
+                    // The kernel may still read it until the ring is gone: leak it
+                    // rather than free memory under a send (only ever at shutdown).
+                    std::mem::forget(conn.flight);
+                }
                 // SAFETY: the connection's own fd, closed once.
                 unsafe { libc::close(conn.fd) };
             }
@@ -1248,8 +1469,8 @@ impl Worker {
     }
 }
 
-fn cancel(slot: u32, generation: u32) -> squeue::Entry {
-    opcode::AsyncCancel::new(token(Op::Recv, slot, generation))
+fn cancel(op: Op, slot: u32, generation: u32) -> squeue::Entry {
+    opcode::AsyncCancel::new(token(op, slot, generation))
         .build()
         .user_data(token(Op::Cancel, slot, generation))
 }

@@ -367,6 +367,174 @@ fn shutdown_does_not_wait_for_idle_or_half_sent_requests(transport: Transport) {
     assert!(at_eof(&mut reader), "open connections are closed");
 }
 
+fn an_early_answer_to_a_request_expecting_100_continue_closes_the_connection(transport: Transport) {
+    let edge = loaded(transport);
+    // No token: 401 before the body. The client may or may not send the body now, so
+    // the connection cannot be read on safely.
+    let mut stream = connect(&edge);
+    stream
+        .write_all(
+            b"POST /v1/admin/snapshot HTTP/1.1\r\nHost: e\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let answer = read_answer(&mut reader, false);
+    assert_eq!(answer.status, 401);
+    assert_eq!(answer.header("connection"), Some("close"));
+    let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\n\r\n");
+    assert!(at_eof(&mut reader), "nothing more is read on it");
+}
+
+fn transfer_encoding_on_http10_is_refused(transport: Transport) {
+    let edge = loaded(transport);
+    let mut stream = connect(&edge);
+    stream
+        .write_all(b"POST /v1/quote HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /healthz HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    assert_eq!(read_answer(&mut reader, false).status, 400);
+    assert!(at_eof(&mut reader), "the request behind it is not taken");
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// What the open fds are (for a failure message).
+fn fd_targets() -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|target| target.display().to_string())
+        .collect()
+}
+
+/// CPU time of this process (the edge runs in it), in clock ticks.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn connections_reset_before_reading_are_closed_and_cost_nothing(transport: Transport) {
+    let edge = loaded(transport);
+    let baseline = open_fds();
+    for _ in 0..200 {
+        let mut stream = connect(&edge);
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: e\r\n\r\n")
+            .unwrap();
+        // SO_LINGER 0: close() resets the connection, the answer unread.
+        socket2::SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(stream);
+    }
+    crate::assert_eventually!(
+        open_fds() <= baseline + 2,
+        "reset connections still open: {} fds, {baseline} before: {:?}",
+        open_fds(),
+        fd_targets()
+    );
+    // And nothing keeps working on them.
+    let before = cpu_ticks();
+    std::thread::sleep(Duration::from_millis(500));
+    let spent = cpu_ticks() - before;
+    assert!(spent < 15, "{spent} ticks of CPU in 500 ms while idle");
+    assert_eq!(edge.get("/healthz").status, 200);
+}
+
+/// io_uring's limits on clients that do not read: a connection whose answers stop
+/// moving for a request timeout is closed (hyper has no such limit configured), and a
+/// client that pipelines deeply but reads steadily is served to the end, however long
+/// its requests wait behind its unread answers.
+#[test]
+fn uring_closes_clients_that_stop_reading_and_serves_slow_readers() {
+    use std::sync::Arc;
+
+    use edgeprice_server::metrics::Metrics;
+    use edgeprice_server::uring::{self, Timeouts};
+    use edgeprice_server::{Api, ApiConfig, SnapshotStore};
+
+    let store = Arc::new(SnapshotStore::open(None).expect("store"));
+    let snapshot = encode_snapshot(&SnapshotData {
+        version: 1,
+        created_at_ms: now_ms(),
+        promotions: None,
+        entries: (0..100)
+            .map(|i| entry(key(&format!("S{i}"), "*", "*", "*"), 100 + i))
+            .collect(),
+    });
+    store
+        .update_blocking(edgeprice_server::Update::Full {
+            encoded: snapshot.into(),
+            force: false,
+        })
+        .expect("snapshot");
+    let api = Arc::new(Api::new(
+        store,
+        Arc::new(Metrics::new(1)),
+        ApiConfig::default(),
+    ));
+    let timeouts = Timeouts {
+        request_secs: 1,
+        idle_secs: 60,
+        linger_secs: 1,
+    };
+    let handle =
+        uring::serve_with("127.0.0.1:0".parse().unwrap(), 1, api, timeouts).expect("serve");
+    let addr = handle.local_addr();
+    let skus: Vec<String> = (0..100).map(|i| format!("S{i}")).collect();
+    let batch = format!(
+        "GET /v1/prices?skus={} HTTP/1.1\r\nHost: e\r\n\r\n",
+        skus.join(",")
+    );
+    let baseline = open_fds();
+
+    // A client that sends 2,000 batch requests (~70 MB of answers) and reads nothing.
+    let deaf = TcpStream::connect(addr).unwrap();
+    let writer = {
+        let mut deaf = deaf.try_clone().unwrap();
+        let batch = batch.clone();
+        std::thread::spawn(move || {
+            for _ in 0..2_000 {
+                if deaf.write_all(batch.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    // Its connection is closed within a few seconds of its answers stopping.
+    crate::assert_eventually!(
+        open_fds() <= baseline + 1,
+        "a client that reads nothing is still connected"
+    );
+    let _ = deaf.shutdown(std::net::Shutdown::Both);
+    writer.join().unwrap();
+
+    // A client that sends 600 at once and reads them at ~5 MB/s for ~4 s.
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut requests = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        for _ in 0..600 {
+            requests.write_all(batch.as_bytes()).unwrap();
+        }
+    });
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    for i in 0..600 {
+        let answer = read_answer(&mut reader, false);
+        assert_eq!(answer.status, 200, "answer {i}");
+        if i % 20 == 19 {
+            std::thread::sleep(Duration::from_millis(130));
+        }
+    }
+    sender.join().unwrap();
+    handle.shutdown();
+}
+
 crate::each_transport!(
     pipelining_keeps_order_on_one_connection,
     http10_closes_unless_asked_to_keep_alive,
@@ -376,6 +544,9 @@ crate::each_transport!(
     a_client_that_does_not_read_its_answers_gets_all_of_them_in_order,
     many_connections_at_once,
     shutdown_does_not_wait_for_idle_or_half_sent_requests,
+    an_early_answer_to_a_request_expecting_100_continue_closes_the_connection,
+    transfer_encoding_on_http10_is_refused,
+    connections_reset_before_reading_are_closed_and_cost_nothing,
 );
 
 /// io_uring's time limits (hyper has none configured): a stalled request gets 408, an
