@@ -18,8 +18,8 @@ pub struct EdgeConfig {
     /// Serving threads (one runtime and one listener each); 0 = one per core.
     pub workers: usize,
     /// What serves HTTP: `hyper` (epoll, runs anywhere), `uring` (io_uring: less CPU
-    /// per request, needs Linux 6.1+ with io_uring allowed) or `auto` (io_uring where
-    /// available, hyper otherwise).
+    /// per request, needs Linux 6.1+ with io_uring allowed) or `auto`, the default
+    /// (io_uring where available, hyper otherwise).
     pub transport: Transport,
     /// Where the edge persists the last snapshot it applied; it restarts from there.
     pub data_dir: Option<PathBuf>,

@@ -28,7 +28,8 @@ pub struct ServerArgs {
     /// Serving threads; 0 = one per core.
     #[arg(long, env = "EDGEPRICE_WORKERS")]
     workers: Option<usize>,
-    /// What serves HTTP: hyper (epoll), uring (io_uring) or auto [default: hyper].
+    /// What serves HTTP: hyper (epoll), uring (io_uring) or auto (io_uring where
+    /// available, hyper otherwise) [default: auto].
     #[arg(long, env = "EDGEPRICE_TRANSPORT")]
     transport: Option<Transport>,
     /// Directory where the last applied snapshot is persisted.
@@ -68,7 +69,8 @@ pub struct UpArgs {
     /// Address of the edge.
     #[arg(long, env = "EDGEPRICE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// What serves the edge's HTTP: hyper (epoll), uring (io_uring) or auto [default: hyper].
+    /// What serves the edge's HTTP: hyper (epoll), uring (io_uring) or auto (io_uring
+    /// where available, hyper otherwise) [default: auto].
     #[arg(long, env = "EDGEPRICE_TRANSPORT")]
     transport: Option<Transport>,
     /// Quote signing key `kid:secret`, repeatable; by default one is generated into
