@@ -459,7 +459,7 @@ pub fn http_date(unix_secs: u64) -> HttpDate {
     ];
     let days = unix_secs / 86_400;
     let secs = unix_secs % 86_400;
-    let (year, month, day) = civil_from_days(days as i64);
+    let (year, month, day) = crate::render::civil_from_days(days as i64);
     let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
     out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
     two_digits(&mut out[5..7], day as u64);
@@ -476,21 +476,6 @@ pub fn http_date(unix_secs: u64) -> HttpDate {
 fn two_digits(out: &mut [u8], v: u64) {
     out[0] = b'0' + (v / 10 % 10) as u8;
     out[1] = b'0' + (v % 10) as u8;
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// What an answer says about its connection.

@@ -6,9 +6,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use edgeprice_pricing::PriceEntry;
 use edgeprice_schemas::codec::{encode_delta, encode_snapshot, DeltaData, SnapshotData};
+use edgeprice_server::metrics::Metrics;
 use edgeprice_server::store::now_ms;
-use edgeprice_server::Transport;
+use edgeprice_server::uring::{serve_with, Timeouts};
+use edgeprice_server::{Api, ApiConfig, ServerHandle, SnapshotStore, Transport, Update};
 
 use crate::support::{entry, key, Edge, TOKEN};
 
@@ -444,45 +449,47 @@ fn connections_reset_before_reading_are_closed_and_cost_nothing(transport: Trans
     assert_eq!(edge.get("/healthz").status, 200);
 }
 
+/// A one-worker io_uring edge with these time limits, serving `entries` (if any).
+fn uring_edge(entries: Vec<PriceEntry>, timeouts: Timeouts) -> ServerHandle {
+    let store = Arc::new(SnapshotStore::open(None).expect("store"));
+    if !entries.is_empty() {
+        let snapshot = encode_snapshot(&SnapshotData {
+            version: 1,
+            created_at_ms: now_ms(),
+            promotions: None,
+            entries,
+        });
+        store
+            .update_blocking(Update::Full {
+                encoded: snapshot.into(),
+                force: false,
+            })
+            .expect("snapshot");
+    }
+    let api = Arc::new(Api::new(
+        store,
+        Arc::new(Metrics::new(1)),
+        ApiConfig::default(),
+    ));
+    serve_with("127.0.0.1:0".parse().unwrap(), 1, api, timeouts).expect("serve")
+}
+
 /// io_uring's limits on clients that do not read: a connection whose answers stop
 /// moving for a request timeout is closed (hyper has no such limit configured), and a
 /// client that pipelines deeply but reads steadily is served to the end, however long
 /// its requests wait behind its unread answers.
 #[test]
 fn uring_closes_clients_that_stop_reading_and_serves_slow_readers() {
-    use std::sync::Arc;
-
-    use edgeprice_server::metrics::Metrics;
-    use edgeprice_server::uring::{self, Timeouts};
-    use edgeprice_server::{Api, ApiConfig, SnapshotStore};
-
-    let store = Arc::new(SnapshotStore::open(None).expect("store"));
-    let snapshot = encode_snapshot(&SnapshotData {
-        version: 1,
-        created_at_ms: now_ms(),
-        promotions: None,
-        entries: (0..100)
+    let handle = uring_edge(
+        (0..100)
             .map(|i| entry(key(&format!("S{i}"), "*", "*", "*"), 100 + i))
             .collect(),
-    });
-    store
-        .update_blocking(edgeprice_server::Update::Full {
-            encoded: snapshot.into(),
-            force: false,
-        })
-        .expect("snapshot");
-    let api = Arc::new(Api::new(
-        store,
-        Arc::new(Metrics::new(1)),
-        ApiConfig::default(),
-    ));
-    let timeouts = Timeouts {
-        request_secs: 1,
-        idle_secs: 60,
-        linger_secs: 1,
-    };
-    let handle =
-        uring::serve_with("127.0.0.1:0".parse().unwrap(), 1, api, timeouts).expect("serve");
+        Timeouts {
+            request_secs: 1,
+            idle_secs: 60,
+            linger_secs: 1,
+        },
+    );
     let addr = handle.local_addr();
     let skus: Vec<String> = (0..100).map(|i| format!("S{i}")).collect();
     let batch = format!(
@@ -553,25 +560,14 @@ crate::each_transport!(
 /// idle keep-alive connection is closed, and neither happens early.
 #[test]
 fn uring_times_out_stalled_requests_and_idle_connections() {
-    use std::sync::Arc;
-
-    use edgeprice_server::metrics::Metrics;
-    use edgeprice_server::uring::{self, Timeouts};
-    use edgeprice_server::{Api, ApiConfig, SnapshotStore};
-
-    let store = Arc::new(SnapshotStore::open(None).expect("store"));
-    let api = Arc::new(Api::new(
-        store,
-        Arc::new(Metrics::new(1)),
-        ApiConfig::default(),
-    ));
-    let timeouts = Timeouts {
-        request_secs: 1,
-        idle_secs: 3,
-        linger_secs: 1,
-    };
-    let handle =
-        uring::serve_with("127.0.0.1:0".parse().unwrap(), 1, api, timeouts).expect("serve");
+    let handle = uring_edge(
+        Vec::new(),
+        Timeouts {
+            request_secs: 1,
+            idle_secs: 3,
+            linger_secs: 1,
+        },
+    );
     let addr = handle.local_addr();
     let open = |head: &[u8]| {
         let mut stream = TcpStream::connect(addr).expect("connect");
