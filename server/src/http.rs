@@ -33,44 +33,67 @@ pub fn serve(addr: SocketAddr, workers: usize, api: Arc<Api>) -> anyhow::Result<
     let (local_addr, listeners) = bind_all(addr, workers)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut workers_jh = Vec::with_capacity(listeners.len());
+    // Serving starts once every worker has its runtime and listener: a server that
+    // returned from `serve` is whole (and a worker that cannot start fails `serve`).
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     for (index, listener) in listeners.into_iter().enumerate() {
         let api = Arc::clone(&api);
         let shutdown_rx = shutdown_rx.clone();
+        let ready_tx = ready_tx.clone();
         let jh = std::thread::Builder::new()
             .name(format!("edge-worker-{index}"))
             .spawn(move || {
                 metrics::register_worker(index);
-                let runtime = tokio::runtime::Builder::new_current_thread()
+                let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .expect("tokio runtime");
-                runtime.block_on(accept_loop(listener, api, shutdown_rx));
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        let _ =
+                            ready_tx.send(Err(anyhow::Error::new(err).context("tokio runtime")));
+                        return;
+                    }
+                };
+                runtime.block_on(accept_loop(listener, api, shutdown_rx, ready_tx));
             })?;
         workers_jh.push(jh);
     }
+    drop(ready_tx);
+    let failure = (0..workers_jh.len()).find_map(|_| match ready_rx.recv() {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => Some(err),
+        Err(_) => Some(anyhow::anyhow!("a serving thread exited while starting")),
+    });
     let stop = Box::new(move || {
         let _ = shutdown_tx.send(true);
     });
-    Ok(ServerHandle::new(
-        local_addr,
-        Transport::Hyper,
-        stop,
-        workers_jh,
-    ))
+    let handle = ServerHandle::new(local_addr, Transport::Hyper, stop, workers_jh);
+    match failure {
+        None => Ok(handle),
+        Some(err) => {
+            handle.shutdown();
+            Err(err)
+        }
+    }
 }
 
 async fn accept_loop(
     listener: std::net::TcpListener,
     api: Arc<Api>,
     mut shutdown_rx: watch::Receiver<bool>,
+    ready_tx: std::sync::mpsc::Sender<anyhow::Result<()>>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(err) => {
-            warn!(error = %err, "cannot register listener");
+            let _ = ready_tx.send(Err(
+                anyhow::Error::new(err).context("registering the listener")
+            ));
             return;
         }
     };
+    let _ = ready_tx.send(Ok(()));
     let mut http = http1::Builder::new();
     // Answers are a few hundred bytes: copying the body behind the head and sending one
     // buffer is cheaper than a two-element writev (measured: see benches/RESULTS.md).

@@ -424,6 +424,7 @@ fn cpu_ticks() -> u64 {
 fn connections_reset_before_reading_are_closed_and_cost_nothing(transport: Transport) {
     let edge = loaded(transport);
     let baseline = open_fds();
+    let baseline_targets = fd_targets();
     for _ in 0..200 {
         let mut stream = connect(&edge);
         stream
@@ -437,9 +438,10 @@ fn connections_reset_before_reading_are_closed_and_cost_nothing(transport: Trans
     }
     crate::assert_eventually!(
         open_fds() <= baseline + 2,
-        "reset connections still open: {} fds, {baseline} before: {:?}",
+        "reset connections still open: {} fds, {baseline} before: {:?}; before: {:?}",
         open_fds(),
-        fd_targets()
+        fd_targets(),
+        baseline_targets
     );
     // And nothing keeps working on them.
     let before = cpu_ticks();
