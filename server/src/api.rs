@@ -170,6 +170,12 @@ pub enum Routed {
     NeedsBody(AdminCall),
 }
 
+impl From<Response> for Routed {
+    fn from(response: Response) -> Routed {
+        Routed::Done(response)
+    }
+}
+
 /// The API over one snapshot store.
 #[derive(Debug)]
 pub struct Api {

@@ -60,22 +60,11 @@ pub fn serve(addr: SocketAddr, workers: usize, api: Arc<Api>) -> anyhow::Result<
         workers_jh.push(jh);
     }
     drop(ready_tx);
-    let failure = (0..workers_jh.len()).find_map(|_| match ready_rx.recv() {
-        Ok(Ok(())) => None,
-        Ok(Err(err)) => Some(err),
-        Err(_) => Some(anyhow::anyhow!("a serving thread exited while starting")),
-    });
+    let workers = workers_jh.len();
     let stop = Box::new(move || {
         let _ = shutdown_tx.send(true);
     });
-    let handle = ServerHandle::new(local_addr, Transport::Hyper, stop, workers_jh);
-    match failure {
-        None => Ok(handle),
-        Some(err) => {
-            handle.shutdown();
-            Err(err)
-        }
-    }
+    ServerHandle::new(local_addr, Transport::Hyper, stop, workers_jh).started(ready_rx, workers)
 }
 
 async fn accept_loop(

@@ -86,6 +86,27 @@ impl ServerHandle {
         }
     }
 
+    /// Collects one readiness report per serving thread (`workers` of them): the
+    /// handle once all are serving, or the first failure, after stopping the rest.
+    pub(crate) fn started(
+        self,
+        ready_rx: std::sync::mpsc::Receiver<anyhow::Result<()>>,
+        workers: usize,
+    ) -> anyhow::Result<ServerHandle> {
+        let failure = (0..workers).find_map(|_| match ready_rx.recv() {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(err),
+            Err(_) => Some(anyhow::anyhow!("a serving thread exited while starting")),
+        });
+        match failure {
+            None => Ok(self),
+            Some(err) => {
+                self.shutdown();
+                Err(err)
+            }
+        }
+    }
+
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -114,7 +135,7 @@ impl ServerHandle {
 
 /// A non-blocking listener with `SO_REUSEPORT`, so each worker can bind its own to the
 /// same address and the kernel spreads connections over them.
-pub(crate) fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -151,12 +172,10 @@ pub fn serve(
     match transport {
         Transport::Hyper => crate::http::serve(addr, workers, api),
         Transport::Uring => crate::uring::serve(addr, workers, api),
-        Transport::Auto => match crate::uring::probe() {
-            Ok(()) => crate::uring::serve(addr, workers, api),
-            Err(err) => {
-                warn!(error = %err, "io_uring is unavailable here; serving with hyper");
-                crate::http::serve(addr, workers, api)
-            }
-        },
+        // A worker that cannot build its ring (old kernel, seccomp) fails the start.
+        Transport::Auto => crate::uring::serve(addr, workers, Arc::clone(&api)).or_else(|err| {
+            warn!(error = %format!("{err:#}"), "io_uring is unavailable here; serving with hyper");
+            crate::http::serve(addr, workers, api)
+        }),
     }
 }

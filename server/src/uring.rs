@@ -118,17 +118,9 @@ fn untoken(user_data: u64) -> (Option<Op>, u32, u32) {
     (op, user_data as u32, (user_data >> 32) as u32 & 0x00ff_ffff)
 }
 
-/// Checks that this kernel and its seccomp policy allow what the transport needs
-/// (a single-issuer ring with deferred task work, Linux 6.1+, which also has multishot
-/// accept and receive and provided-buffer rings).
-pub fn probe() -> anyhow::Result<()> {
-    let ring = new_ring()?;
-    let buffers = RecvBuffers::new(&ring, 8, 4096)?;
-    drop(ring);
-    drop(buffers);
-    Ok(())
-}
-
+/// A worker's ring. Building it checks that this kernel and its seccomp policy allow
+/// what the transport needs: a single-issuer ring with deferred task work (Linux 6.1+,
+/// which also has multishot accept and receive and provided-buffer rings).
 fn new_ring() -> anyhow::Result<IoUring> {
     IoUring::builder()
         .setup_single_issuer()
@@ -151,28 +143,29 @@ pub fn serve_with(
     api: Arc<Api>,
     timeouts: Timeouts,
 ) -> anyhow::Result<ServerHandle> {
-    probe()?;
     let (local_addr, listeners) = bind_all(addr, workers)?;
+    let mailboxes = (0..listeners.len())
+        .map(|_| Mailbox::new().map(Arc::new))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let admin = AdminBridge::start()?;
     let stop = Arc::new(AtomicBool::new(false));
-    let mut mailboxes = Vec::with_capacity(listeners.len());
     let mut workers_jh = Vec::with_capacity(listeners.len() + 1);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     for (index, listener) in listeners.into_iter().enumerate() {
-        let mailbox = Arc::new(Mailbox::new()?);
-        mailboxes.push(Arc::clone(&mailbox));
+        let mailbox = Arc::clone(&mailboxes[index]);
         let (api, stop, admin) = (Arc::clone(&api), Arc::clone(&stop), admin.handle.clone());
         let ready_tx = ready_tx.clone();
         let jh = std::thread::Builder::new()
             .name(format!("edge-uring-{index}"))
             .spawn(move || {
                 metrics::register_worker(index);
+                let date_secs = unix_secs();
                 let ctx = Ctx {
                     api,
                     admin,
                     mailbox,
-                    date: h1::http_date(unix_secs()),
-                    date_secs: unix_secs(),
+                    date: h1::http_date(date_secs),
+                    date_secs,
                     tick: 0,
                 };
                 // A single-issuer ring belongs to the thread that creates it.
@@ -189,34 +182,22 @@ pub fn serve_with(
         workers_jh.push(jh);
     }
     drop(ready_tx);
-    let mut failure = None;
-    for _ in 0..workers_jh.len() {
-        if let Ok(Err(err)) = ready_rx.recv() {
-            failure.get_or_insert(err);
-        }
-    }
+    let workers = workers_jh.len();
     let AdminBridge {
         handle: _,
         stop_tx,
         jh,
     } = admin;
     workers_jh.push(jh);
-    let stop_all = {
-        let mailboxes = mailboxes.clone();
-        move || {
-            stop.store(true, Ordering::Release);
-            for mailbox in &mailboxes {
-                mailbox.wake();
-            }
-            let _ = stop_tx.send(());
+    let stop_all = move || {
+        stop.store(true, Ordering::Release);
+        for mailbox in &mailboxes {
+            mailbox.wake();
         }
+        let _ = stop_tx.send(());
     };
-    let handle = ServerHandle::new(local_addr, Transport::Uring, Box::new(stop_all), workers_jh);
-    if let Some(err) = failure {
-        handle.shutdown();
-        return Err(err);
-    }
-    Ok(handle)
+    ServerHandle::new(local_addr, Transport::Uring, Box::new(stop_all), workers_jh)
+        .started(ready_rx, workers)
 }
 
 fn unix_secs() -> u64 {
@@ -743,7 +724,6 @@ impl Conn {
 
     /// Answers a request whose head is in, or starts reading its body.
     fn start(&mut self, ctx: &Ctx, head: &h1::Head<'_>) {
-        let started = Instant::now();
         let head_only = head.request.method == Method::Head;
         let routed = catch_panic(|| ctx.api.route(&head.request));
         match routed {
@@ -761,11 +741,13 @@ impl Conn {
                 };
                 let connection = connection_of(head, skippable);
                 self.answer(ctx, &response, head_only, connection);
-                if connection != h1::Connection::Close {
-                    self.read_body(head, None, MAX_DISCARDED_BODY, started);
+                // (No clock read on the common path: a GET has no body.)
+                if connection != h1::Connection::Close && head.body != BodyFraming::Empty {
+                    self.read_body(head, None, MAX_DISCARDED_BODY, Instant::now());
                 }
             }
             Routed::NeedsBody(call) => {
+                let started = Instant::now();
                 let limit = ctx.api.body_limit(call);
                 match head.body {
                     BodyFraming::Empty => {
@@ -911,9 +893,7 @@ impl Conn {
             return true;
         }
         match self.closing {
-            Closing::Lingering { until_tick, .. }
-                if tick.wrapping_sub(until_tick) < u32::MAX / 2 =>
-            {
+            Closing::Lingering { until_tick, .. } if tick >= until_tick => {
                 self.abort();
                 true
             }
@@ -979,12 +959,6 @@ fn catch_panic<T: From<Response>>(f: impl FnOnce() -> T) -> T {
             "the edge failed to answer this request",
         ))
     })
-}
-
-impl From<Response> for Routed {
-    fn from(response: Response) -> Routed {
-        Routed::Done(response)
-    }
 }
 
 /// Connections by slot, with a generation per slot so stale completions are dropped.
@@ -1349,7 +1323,7 @@ impl Worker {
                 // SAFETY: shuts our own socket for writing; no memory involved.
                 unsafe { libc::shutdown(conn.fd, libc::SHUT_WR) };
                 Closing::Lingering {
-                    until_tick: tick.wrapping_add(linger),
+                    until_tick: tick + linger,
                     discarded: 0,
                 }
             };
